@@ -1,0 +1,188 @@
+"""Random single or mixed degradations with multi-label targets: the training-time sampler.
+
+Severity s in [0, 1] maps to operator parameters in ranges common in the all-in-one restoration
+literature (see the ``_noise`` ... ``_downsample`` functions). Mixed degradations are applied in
+physical order: scene (haze, rain), optics (blur), sampling (downsample), exposure (low light),
+sensor (noise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from allinone.degradations._common import Param, per_sample, rand, view4
+from allinone.degradations.blur import apply_kernel, defocus_kernel, gaussian_kernel, motion_kernel
+from allinone.degradations.downsample import low_resolution
+from allinone.degradations.haze import FAR, NEAR, add_background_haze, add_haze
+from allinone.degradations.lowlight import low_light
+from allinone.degradations.noise import gaussian_noise, poisson_gaussian_noise
+from allinone.degradations.rain import add_rain
+from allinone.types import DEGRADATIONS
+
+ORDER: tuple[str, ...] = ("haze", "rain", "blur", "downsample", "low_light", "noise")
+"""The order in which the degradations of one sample are applied."""
+
+
+@dataclass
+class DegradedBatch:
+    """A synthesised batch; the columns of ``labels`` and ``severities`` follow DEGRADATIONS."""
+
+    degraded: Tensor
+    """(B, C, H, W) degraded images in [0, 1]."""
+    labels: Tensor
+    """(B, 6) 1.0 where a degradation was applied, else 0.0."""
+    severities: Tensor
+    """(B, 6) severity in [0, 1] of each applied degradation, 0.0 where none."""
+
+
+def _noise(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:
+    """Gaussian sigma 5/255..50/255; Poisson-Gaussian (always for microscopy, else for 30% of
+    samples) with 1000..10 photons at full scale and read noise 1/255..10/255."""
+    shot = poisson_gaussian_noise(x, 10 ** (3 - 2 * s), (1 + 9 * s) / 255, g)
+    if microscopy:
+        return shot
+    use_shot = rand((x.shape[0],), g, x) < 0.3
+    return torch.where(view4(use_shot), shot, gaussian_noise(x, (5 + 45 * s) / 255, g))
+
+
+def _blur(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:
+    """Per sample one of: Gaussian (sigma 0.8..3), defocus disk (radius 2 sigma = 1.6..6) or,
+    except for microscopy, motion (path length 5..25 px; 40% of samples)."""
+    sigma, length = 0.8 + 2.2 * s, 5 + 20 * s
+    size = 2 * math.ceil(max(3 * sigma.max().item(), length.max().item() / 2 + 1)) + 1
+    kernels = torch.stack(
+        [
+            gaussian_kernel(sigma, size),
+            defocus_kernel(2 * sigma, size),
+            motion_kernel(length, g, size).to(x.device),
+        ]
+    )
+    u = rand((x.shape[0],), g, x)
+    kind = (u >= 0.5).long() if microscopy else (u >= 0.3).long() + (u >= 0.6).long()
+    return apply_kernel(x, kernels[kind, torch.arange(x.shape[0], device=x.device)])
+
+
+def _haze(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:
+    """Mean transmission 0.9..0.2 (beta from the mean depth); for microscopy a smooth
+    background of strength 0.1..0.7."""
+    if microscopy:
+        return add_background_haze(x, 0.1 + 0.6 * s, g)
+    transmission = 0.9 - 0.7 * s
+    return add_haze(x, -torch.log(transmission) / ((NEAR + FAR) / 2), g)
+
+
+def _rain(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:
+    """Light to heavy (Rain100H-like) streaks: drop density 0.15..0.8%, length 8..35 px, width
+    1..2.5 px, brightness 0.5..0.9, angle uniform in +-30 degrees from vertical."""
+    angle = 60 * rand((x.shape[0],), g, x) - 30
+    return add_rain(x, 0.0015 + 0.0065 * s, 8 + 27 * s, angle, 0.5 + 0.4 * s, g, width=1 + 1.5 * s)
+
+
+def _low_light(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:
+    """Gamma 1.5..3.5, scale 0.6..0.15, 2000..320 photons at full scale, read noise 0.5..2.5/255."""
+    return low_light(
+        x,
+        1.5 + 2 * s,
+        0.6 - 0.45 * s,
+        g,
+        photons=10 ** (3.3 - 0.8 * s),
+        read_sigma=(0.5 + 2 * s) / 255,
+    )
+
+
+def _downsample(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:
+    """Factor 2 for s < 1/3, 3 for s < 2/3, else 4."""
+    return low_resolution(x, 2 + (3 * s).floor().clamp(max=2))
+
+
+_APPLY: dict[str, Callable[[Tensor, Tensor, torch.Generator, bool], Tensor]] = {
+    "noise": _noise,
+    "blur": _blur,
+    "haze": _haze,
+    "rain": _rain,
+    "low_light": _low_light,
+    "downsample": _downsample,
+}
+
+
+def apply(
+    x: Tensor, name: str, severity: Param, generator: torch.Generator, microscopy: bool = False
+) -> Tensor:
+    """Apply the degradation ``name`` (one of DEGRADATIONS) to ``x`` (B, C, H, W) at per-sample
+    ``severity`` in [0, 1]. ``microscopy`` selects the microscopy variant where one exists
+    (noise, blur, haze)."""
+    if name not in _APPLY:
+        raise ValueError(f"unknown degradation {name!r}; expected one of {DEGRADATIONS}")
+    return _APPLY[name](x, per_sample(severity, x).clamp(0, 1), generator, microscopy)
+
+
+def _allowed(types: Sequence[str] | None, microscopy: bool) -> list[str]:
+    names = list(DEGRADATIONS if types is None else types)
+    unknown = sorted(set(names) - set(DEGRADATIONS))
+    if unknown:
+        raise ValueError(f"unknown degradations {unknown}; expected names from {DEGRADATIONS}")
+    allowed = [n for n in DEGRADATIONS if n in names and not (microscopy and n == "rain")]
+    if not allowed:
+        raise ValueError("no degradation left to choose from (rain is excluded for microscopy)")
+    return allowed
+
+
+def _choose(
+    like: Tensor,
+    n: int,
+    generator: torch.Generator,
+    mix_probability: float,
+    max_mixed: int,
+    clean_probability: float,
+) -> Tensor:
+    """Pick per sample 0, 1 or 2..max_mixed of ``n`` types: a (B, n) boolean mask."""
+    b = like.shape[0]
+    u = rand((b, 3), generator, like)
+    count = torch.ones(b, device=like.device)
+    top = min(max_mixed, n)
+    if top >= 2:
+        mixed = 2 + (u[:, 2] * (top - 1)).floor().clamp(max=top - 2)
+        count = torch.where(u[:, 1] < mix_probability, mixed.float(), count)
+    count = torch.where(u[:, 0] < clean_probability, torch.zeros_like(count), count)
+    rank = rand((b, n), generator, like).argsort(dim=1).argsort(dim=1)
+    return rank < count.view(-1, 1)
+
+
+def synthesize(
+    clean: Tensor,
+    generator: torch.Generator,
+    *,
+    types: Sequence[str] | None = None,
+    mix_probability: float = 0.3,
+    max_mixed: int = 3,
+    clean_probability: float = 0.05,
+    microscopy: bool = False,
+) -> DegradedBatch:
+    """Degrade a clean batch (B, C, H, W) in [0, 1] at random, deterministically given
+    ``generator``.
+
+    Each sample is left clean with probability ``clean_probability``; otherwise it gets one
+    degradation type, or with probability ``mix_probability`` 2..``max_mixed`` distinct types,
+    drawn from ``types`` (default: all), each at a uniform random severity, applied in ORDER.
+    ``microscopy`` uses the microscopy variants and never picks rain.
+    """
+    allowed = _allowed(types, microscopy)
+    columns = [DEGRADATIONS.index(n) for n in allowed]
+    chosen = _choose(clean, len(allowed), generator, mix_probability, max_mixed, clean_probability)
+    labels = torch.zeros(clean.shape[0], len(DEGRADATIONS), device=clean.device, dtype=clean.dtype)
+    labels[:, columns] = chosen.to(clean.dtype)
+    severities = rand(labels.shape, generator, clean) * labels
+    degraded = clean.clone()
+    for name in ORDER:
+        column = DEGRADATIONS.index(name)
+        rows = labels[:, column] > 0
+        if rows.any():
+            degraded[rows] = apply(
+                degraded[rows], name, severities[rows, column], generator, microscopy
+            )
+    return DegradedBatch(degraded, labels, severities)
