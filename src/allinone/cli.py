@@ -1,0 +1,249 @@
+"""The `allinone` command line.
+
+Each subcommand is one parser block in `build_parser` plus one `_cmd_<name>(args) -> int` function
+registered in `COMMANDS`. Heavy modules (torch, the Restorer) are imported inside the command
+functions, so `allinone --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from allinone import __version__
+from allinone.errors import AllInOneError
+from allinone.types import DEGRADATIONS
+
+if TYPE_CHECKING:
+    from allinone.infer.restorer import Restorer
+
+Progress = Callable[[int, int], None]
+DOMINANT_THRESHOLD = 0.5
+"""A degradation is reported as dominant when its probability reaches this value."""
+
+
+# --- argument types -------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, not {text}")
+    return value
+
+
+def _axes(text: str) -> str:
+    return text.strip().upper()
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="default",
+        metavar="NAME|PATH",
+        help="a model name (see `allinone models`) or a .safetensors file (default: default)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto, cpu, cuda, cuda:N or mps (default: auto)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="arithmetic precision on the device (default: auto)",
+    )
+    parser.add_argument(
+        "--axes",
+        type=_axes,
+        metavar="AXES",
+        help="the image's axes from TZCYX, e.g. ZYX or YXC (default: from the file, or guessed)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="allinone",
+        description="All-in-one image restoration: noise, blur, haze, rain, low light and "
+        "downsampling, from one model.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    restore = commands.add_parser(
+        "restore",
+        help="restore an image and write the result",
+        description="Restore INPUT (TIFF, PNG or JPEG) and write OUTPUT with the same dtype, "
+        "axes and metadata. The output format follows OUTPUT's extension.",
+    )
+    restore.add_argument("input", metavar="INPUT", help="the image to restore")
+    restore.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="a .tif, .png or .jpg file"
+    )
+    _add_model_options(restore)
+    restore.add_argument(
+        "--tile",
+        type=_positive_int,
+        metavar="N",
+        help="process N x N tiles (default: chosen from the image size and the device)",
+    )
+    restore.add_argument(
+        "--overlap",
+        type=_non_negative_int,
+        default=32,
+        metavar="N",
+        help="overlap between tiles in pixels (default: 32)",
+    )
+    restore.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="estimate which degradations an image contains",
+        description="Print the probability of each degradation type in INPUT.",
+    )
+    analyze.add_argument("input", metavar="INPUT", help="the image to analyse")
+    _add_model_options(analyze)
+    analyze.add_argument("--json", action="store_true", help="print one JSON object")
+
+    commands.add_parser(
+        "models", help="list the available models", description="List the available models."
+    )
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from allinone.io import check_format, ensure_writable, read_image, write_image
+
+    output = ensure_writable(args.output, inputs=[args.input], overwrite=args.overwrite)
+    image = read_image(args.input)
+    axes = args.axes or image.axes
+    check_format(output, image.array, axes)
+    restorer = _load_restorer(args)
+    with _progress("restoring") as progress:
+        result = restorer.restore(
+            image.array, axes=axes, tile=args.tile, overlap=args.overlap, progress=progress
+        )
+    write_image(output, result, axes=axes, metadata=image.metadata, overwrite=args.overwrite)
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from allinone.io import read_image
+
+    image = read_image(args.input)
+    restorer = _load_restorer(args)
+    with _progress("analysing") as progress:
+        composition = restorer.analyze(image.array, axes=args.axes or image.axes, progress=progress)
+    probabilities = {name: float(composition.probabilities[name]) for name in DEGRADATIONS}
+    dominant = _dominant(probabilities)
+    if args.json:
+        report = {
+            "input": args.input,
+            "model": restorer.card.name,
+            "composition": probabilities,
+            "dominant": dominant,
+        }
+        print(json.dumps(report))
+    else:
+        print(_composition_table(args.input, restorer.card.name, probabilities, dominant))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from allinone.weights import list_models
+
+    entries = list_models()
+    width = max((len(entry.name) for entry in entries), default=0)
+    for entry in entries:
+        where = f"  [{entry.path}]" if entry.path else ""
+        print(f"{entry.name:<{width}}  {entry.source:<7}  {entry.description}{where}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "restore": _cmd_restore,
+    "analyze": _cmd_analyze,
+    "models": _cmd_models,
+}
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _load_restorer(args: argparse.Namespace) -> Restorer:
+    from allinone.infer.restorer import Restorer
+
+    return Restorer.from_pretrained(args.model, device=args.device, precision=args.precision)
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Progress | None]:
+    """A one-line progress display on stderr when it is a terminal; None otherwise."""
+    stream = sys.stderr
+    if not stream.isatty():
+        yield None
+        return
+
+    def show(done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        stream.write(f"\r{label}: {done}/{total} ({percent}%)")
+        stream.flush()
+
+    try:
+        yield show
+    finally:
+        stream.write("\n")
+        stream.flush()
+
+
+def _dominant(probabilities: dict[str, float]) -> str | None:
+    name = max(probabilities, key=probabilities.__getitem__)
+    return name if probabilities[name] >= DOMINANT_THRESHOLD else None
+
+
+def _composition_table(
+    source: str, model: str, probabilities: dict[str, float], dominant: str | None
+) -> str:
+    width = max(len(name) for name in probabilities)
+    lines = [f"{source} (model: {model})"]
+    for name, probability in probabilities.items():
+        filled = round(probability * 20)
+        bar = "#" * filled + "." * (20 - filled)
+        lines.append(f"  {name:<{width}}  {probability:4.2f}  {bar}")
+    lines.append(f"dominant: {dominant or f'none (all below {DOMINANT_THRESHOLD:.2f})'}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 for a user error, 130 if interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except AllInOneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
