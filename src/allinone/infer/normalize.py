@@ -1,0 +1,74 @@
+"""Dtype-aware scaling of images to the network's [0, 1] range, with an exact inverse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from allinone.errors import InputError
+
+LOW_PERCENTILE = 0.1
+HIGH_PERCENTILE = 99.9
+SAMPLE_SIZE = 2**22
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """`x -> (x - offset) / scale` into the network's range, and back to `dtype`."""
+
+    offset: float
+    scale: float
+    dtype: np.dtype
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Scale to float32 network units."""
+        return ((np.asarray(x, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Back to the source dtype: rounded and clipped for integers, exact for floats."""
+        values = np.asarray(y, dtype=np.float64) * self.scale + self.offset
+        if np.issubdtype(self.dtype, np.integer):
+            info = np.iinfo(self.dtype)
+            return np.clip(np.rint(values), info.min, info.max).astype(self.dtype)
+        if self.dtype == np.float16:
+            info = np.finfo(np.float16)
+            values = np.clip(values, info.min, info.max)
+        return values.astype(self.dtype)
+
+
+def check_dtype(dtype: np.dtype) -> np.dtype:
+    """Refuse the dtypes that cannot be an intensity image."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        raise InputError("boolean images (masks) cannot be restored; convert to an intensity image")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InputError("complex images cannot be restored; pass the magnitude or a real part")
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InputError(f"images of dtype {dtype} cannot be restored; use integers or floats")
+    return dtype
+
+
+def _sample(array) -> np.ndarray:
+    """Up to about `SAMPLE_SIZE` values spread over the whole array, without reading all of it."""
+    size = int(np.prod(array.shape))
+    step = int(np.ceil((size / SAMPLE_SIZE) ** (1 / max(1, array.ndim))))
+    if step <= 1:
+        return np.asarray(array).ravel()
+    return np.asarray(array[tuple(slice(None, None, step) for _ in array.shape)]).ravel()
+
+
+def fit_normalization(array) -> Normalization:
+    """uint8 is divided by 255; other dtypes use robust percentiles of (a sample of) the data."""
+    dtype = check_dtype(array.dtype)
+    if dtype == np.uint8:
+        return Normalization(0.0, 255.0, dtype)
+    values = _sample(array).astype(np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return Normalization(0.0, 1.0, dtype)
+    low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    scale = float(high - low)
+    if not np.isfinite(scale) or scale <= 0:
+        scale = max(1.0, abs(float(low)))
+    return Normalization(float(low), scale, dtype)

@@ -1,0 +1,40 @@
+"""The composition head: which named degradations an image holds, per pixel and overall."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CompositionHead(nn.Module):
+    """Per-pixel multi-label logits over the named types, from the query weights of every level.
+
+    The atom weights of the three skips (upsampled to the finest level) and the latent features
+    feed a small per-pixel MLP; the image-level logits are the spatial mean of the per-pixel ones,
+    so the image-level composition of a tiled image is the mean of its tiles' maps.
+    """
+
+    def __init__(self, num_atoms: int, latent_channels: int, num_types: int) -> None:
+        super().__init__()
+        hidden = 64
+        self.latent = nn.Conv2d(latent_channels, hidden, 1)
+        self.atoms = nn.Conv2d(num_atoms * 3, hidden, 1)
+        self.mlp = nn.Sequential(nn.GELU(), nn.Conv2d(hidden, hidden, 1), nn.GELU())
+        self.out = nn.Conv2d(hidden, num_types, 1)
+
+    def forward(self, weights: list[torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
+        """Per-pixel logits at the latent resolution, shape (B, T, H/8, W/8)."""
+        size = latent.shape[-2:]
+        pooled = [F.adaptive_avg_pool2d(w, size) for w in weights]
+        hidden = self.atoms(torch.cat(pooled, dim=1)) + self.latent(latent)
+        return self.out(self.mlp(hidden))
+
+
+def route_from_logits(pixel_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Per-pixel routing (B, T + 1, H, W): "clean" first, then the types; sums to one."""
+    probs = torch.sigmoid(pixel_logits)
+    scale = probs.sum(dim=1, keepdim=True).clamp(min=1.0)
+    probs = probs / scale
+    route = torch.cat([1.0 - probs.sum(dim=1, keepdim=True), probs], dim=1)
+    return F.interpolate(route, size=size, mode="nearest")
