@@ -76,7 +76,8 @@ def test_restore_zyx_tiff_keeps_axes_and_metadata(tmp_path: Path, capsys) -> Non
     meta = {"resolution": (5.0, 5.0), "resolutionunit": 3}
     source = _image(tmp_path / "stack.tif", (16, 64, 64), np.uint16, axes="ZYX", metadata=meta)
     output = tmp_path / "stack-restored.tif"
-    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--tile", 32)
+    tiling = ["--tile", 64, "--overlap", 8]
+    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, *tiling)
     assert code == 0, err
     result = read_image(output)
     assert result.array.shape == (16, 64, 64) and result.array.dtype == np.uint16
