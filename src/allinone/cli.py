@@ -12,6 +12,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from allinone import __version__
@@ -122,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "models", help="list the available models", description="List the available models."
     )
+
+    train = commands.add_parser(
+        "train",
+        help="train (or continue training) a model on synthesised degradations",
+        description="Train a preset with NDR's bidirectional optimisation. A run resumes "
+        "exactly from the checkpoint in OUT when there is one.",
+    )
+    train.add_argument("--config", required=True, metavar="JSON", help="e.g. configs/small.json")
+    train.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, log)")
+    train.add_argument("--data", metavar="DIR", help="data folder (default: $ALLINONE_DATA)")
+    train.add_argument("--device", default="auto", metavar="DEVICE", help="default: auto")
+    train.add_argument("--steps", type=_positive_int, metavar="N", help="override the config")
+    train.add_argument("--seconds", type=float, metavar="S", help="stop (resumably) after S s")
+    train.add_argument("--export", metavar="PATH", help="save the model here when done")
     return parser
 
 
@@ -178,10 +193,33 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from allinone.devices import resolve_device
+    from allinone.train.loop import TrainConfig, Trainer
+
+    config = TrainConfig.from_file(args.config, steps=args.steps)
+    trainer = Trainer(config, Path(args.out), data=args.data, device=resolve_device(args.device))
+    print(f"training {config.preset} from step {trainer.step} to {config.steps}", file=sys.stderr)
+    trainer.run(seconds=args.seconds, report=_print_training_record)
+    if args.export:
+        path = trainer.export(Path(args.export), name=Path(args.export).stem)
+        print(f"exported {path}", file=sys.stderr)
+    return 0
+
+
+def _print_training_record(record: dict) -> None:
+    if "val_psnr" in record or record["step"] % 50 == 0:
+        text = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+        )
+        print(text, file=sys.stderr, flush=True)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "restore": _cmd_restore,
     "analyze": _cmd_analyze,
     "models": _cmd_models,
+    "train": _cmd_train,
 }
 
 

@@ -1,0 +1,117 @@
+"""Clean training images and on-the-fly degraded batches.
+
+The training photos are all of BSD432 (disjoint from CBSD68) and DIV2K_val_crop256, plus the FMD
+targets of fields of view 7–20 (microscopy); nothing from CBSD68, Set5/Set14, Urban100, Rain100H,
+SOTS or FMD fields 2–6 is read. The last `validation_images` DIV2K crops are held out for
+validation. Degradations are synthesised on the device, single and mixed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from allinone.degradations import DegradedBatch, synthesize
+from allinone.errors import InputError
+
+MICROSCOPY_FIELDS = range(7, 21)
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """The shared data folder: `path`, else `$ALLINONE_DATA`, else `../shared/data`."""
+    root = Path(path or os.environ.get("ALLINONE_DATA", "../shared/data")).expanduser()
+    if not root.is_dir():
+        raise InputError(f"data folder {root} not found; pass --data or set ALLINONE_DATA")
+    return root
+
+
+def _read(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    image = np.asarray(iio.imread(path))
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+@dataclass
+class ImageSet:
+    """Clean uint8 images (H, W, 3): natural photos and microscopy fields."""
+
+    photos: list[np.ndarray]
+    microscopy: list[np.ndarray]
+
+
+def training_paths(root: Path, validation_images: int) -> tuple[list[Path], list[Path], list[Path]]:
+    """(photo paths, microscopy paths, validation paths)."""
+    div2k = sorted((root / "DIV2K_val_crop256" / "clean").glob("*.png"))
+    photos = sorted((root / "BSD432" / "clean").glob("*.jpg")) + div2k[:-validation_images]
+    fmd = root / "FMD_Confocal_BPAE_B" / "target"
+    microscopy = [fmd / f"fov{n:02d}.png" for n in MICROSCOPY_FIELDS]
+    microscopy = [p for p in microscopy if p.exists()]
+    if not photos:
+        raise InputError(f"no training photos under {root} (BSD432/clean, DIV2K_val_crop256/clean)")
+    return photos, microscopy, div2k[-validation_images:]
+
+
+def load_images(paths: list[Path]) -> list[np.ndarray]:
+    return [_read(p) for p in paths]
+
+
+class PatchSampler:
+    """Random clean patches with flips and 90° rotations, deterministic given its generator."""
+
+    def __init__(self, images: ImageSet, patch: int, microscopy_fraction: float, seed: int):
+        self.images = images
+        self.patch = patch
+        self.microscopy_fraction = microscopy_fraction if images.microscopy else 0.0
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _crop(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        p = min(self.patch, h, w)
+        y = int(torch.randint(0, h - p + 1, (1,), generator=self.generator))
+        x = int(torch.randint(0, w - p + 1, (1,), generator=self.generator))
+        crop = image[y : y + p, x : x + p]
+        k = int(torch.randint(0, 4, (1,), generator=self.generator))
+        crop = np.rot90(crop, k)
+        if torch.rand(1, generator=self.generator) < 0.5:
+            crop = crop[:, ::-1]
+        return crop
+
+    def _batch(self, pool: list[np.ndarray], count: int) -> torch.Tensor:
+        picks = torch.randint(0, len(pool), (count,), generator=self.generator).tolist()
+        crops = np.stack([self._crop(pool[i]) for i in picks])
+        return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(photo patches, microscopy patches or None), uint8 scaled to [0, 1] on the CPU."""
+        micro = int(round(batch_size * self.microscopy_fraction))
+        photos = self._batch(self.images.photos, batch_size - micro)
+        return photos, self._batch(self.images.microscopy, micro) if micro else None
+
+    def state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+def degrade_batch(
+    photos: torch.Tensor, microscopy: torch.Tensor | None, generator: torch.Generator
+) -> tuple[torch.Tensor, DegradedBatch]:
+    """Synthesise degradations for both parts of a batch; return (clean, degraded batch)."""
+    parts = [(photos, synthesize(photos, generator))]
+    if microscopy is not None:
+        parts.append((microscopy, synthesize(microscopy, generator, microscopy=True)))
+    clean = torch.cat([c for c, _ in parts])
+    batch = DegradedBatch(
+        torch.cat([d.degraded for _, d in parts]),
+        torch.cat([d.labels for _, d in parts]),
+        torch.cat([d.severities for _, d in parts]),
+    )
+    return clean, batch

@@ -1,0 +1,247 @@
+"""The bidirectional optimisation: train a preset on synthesised degradations, resumably.
+
+Each step restores the degraded batch and re-degrades the clean batch through the degradation
+network with the same representation; the loss is L1(restored, clean) + w_d * L1(re-degraded,
+degraded) + w_c * BCE(composition, labels). w_d ramps linearly from 0 to `degrade_weight` over the
+first `degrade_warmup` steps (the representation first learns to help restoring, then to explain
+the degradation); w_c is constant. The learning rate warms up linearly, then follows a cosine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from allinone.errors import InputError
+from allinone.models import AllInOneNet, build_network
+from allinone.train.checkpoint import (
+    load_checkpoint,
+    optimizer_tensors,
+    restore_optimizer,
+    save_checkpoint,
+)
+from allinone.train.data import (
+    ImageSet,
+    PatchSampler,
+    data_root,
+    degrade_batch,
+    load_images,
+    training_paths,
+)
+from allinone.train.losses import bidirectional_loss, psnr
+from allinone.weights import ModelCard, save_model
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved in checkpoints and model cards)."""
+
+    preset: str = "small"
+    steps: int = 20000
+    batch_size: int = 16
+    patch_size: int = 96
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    degrade_weight: float = 0.5
+    degrade_warmup: int = 2000
+    composition_weight: float = 0.1
+    microscopy_fraction: float = 0.125
+    grad_clip: float = 1.0
+    validation_images: int = 8
+    validate_every: int = 500
+    checkpoint_every: int = 250
+    seed: int = 0
+    amp: bool = True
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
+        """Read a JSON config; keyword arguments that are not None override it."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"cannot read training config {path}: {error}") from error
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"{path}: unknown config keys {', '.join(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    def learning_rate(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+    def degrade_weight_at(self, step: int) -> float:
+        return self.degrade_weight * min(1.0, step / max(1, self.degrade_warmup))
+
+
+class Trainer:
+    """Owns the network, optimiser, samplers and generators of one run in `out_dir`."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: Path,
+        data: str | Path | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.net: AllInOneNet = build_network(config.preset).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        root = data_root(data)
+        photos, micro, validation = training_paths(root, config.validation_images)
+        self.sources = {"photos": len(photos), "microscopy": len(micro), "root": str(root)}
+        images = ImageSet(load_images(photos), load_images(micro))
+        self.sampler = PatchSampler(
+            images, config.patch_size, config.microscopy_fraction, config.seed
+        )
+        self.synth = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.validation = self._validation_set(load_images(validation))
+        self.step = 0
+        self.resume()
+
+    def _validation_set(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        sampler = PatchSampler(ImageSet(images, []), self.config.patch_size, 0.0, seed=12345)
+        clean, _ = sampler.sample(4 * len(images))
+        generator = torch.Generator(device=self.device).manual_seed(54321)
+        clean = clean.to(self.device)
+        return clean, synthesize_validation(clean, generator)
+
+    def _amp(self):
+        enabled = self.config.amp and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step; returns the loss terms."""
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.learning_rate(self.step)
+        photos, micro = self.sampler.sample(config.batch_size)
+        photos = photos.to(self.device)
+        micro = micro.to(self.device) if micro is not None else None
+        clean, batch = degrade_batch(photos, micro, self.synth)
+        self.net.train()
+        with self._amp():
+            output = self.net(batch.degraded)
+            terms = bidirectional_loss(
+                self.net,
+                output,
+                clean,
+                batch.degraded,
+                batch.labels,
+                config.degrade_weight_at(self.step),
+                config.composition_weight,
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean PSNR of restored and degraded validation patches, and composition accuracy."""
+        clean, degraded = self.validation
+        self.net.eval()
+        results, inputs = [], []
+        for start in range(0, clean.shape[0], 8):
+            c, d = clean[start : start + 8], degraded[start : start + 8]
+            with self._amp():
+                results.append(psnr(self.net(d).restored.float(), c))
+            inputs.append(psnr(d, c))
+        return {
+            "val_psnr": float(torch.cat(results).mean()),
+            "val_input_psnr": float(torch.cat(inputs).mean()),
+        }
+
+    def checkpoint(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
+        tensors.update(optimizer_tensors(self.optimizer))
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.sampler"] = self.sampler.state()
+        tensors["rng.synth"] = self.synth.get_state()
+        state = {"step": self.step, "config": asdict(self.config)}
+        save_checkpoint(self.out_dir / "checkpoint", tensors, state)
+
+    def resume(self) -> None:
+        """Continue from the checkpoint in `out_dir`, if any (exactly: model, optimiser, RNG)."""
+        loaded = load_checkpoint(self.out_dir / "checkpoint")
+        if loaded is None:
+            return
+        tensors, state = loaded
+        if state["config"]["preset"] != self.config.preset:
+            raise InputError(f"{self.out_dir} holds a {state['config']['preset']} run")
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.net.load_state_dict(model)
+        restore_optimizer(self.optimizer, tensors)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.sampler.set_state(tensors["rng.sampler"])
+        self.synth.set_state(tensors["rng.synth"])
+        self.step = int(state["step"])
+
+    def log(self, record: dict) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def run(
+        self,
+        until: int | None = None,
+        seconds: float | None = None,
+        report: Callable[[dict], None] | None = None,
+    ) -> None:
+        """Train to step `until` (default: the config's steps) or for `seconds`, checkpointing."""
+        until = self.config.steps if until is None else min(until, self.config.steps)
+        start = time.monotonic()
+        while self.step < until:
+            terms = self.train_step()
+            record = {"step": self.step, "lr": self.config.learning_rate(self.step - 1), **terms}
+            if self.step % self.config.validate_every == 0 or self.step == until:
+                record.update(self.validate())
+            self.log(record)
+            if report is not None:
+                report(record)
+            out_of_time = seconds is not None and time.monotonic() - start > seconds
+            if self.step % self.config.checkpoint_every == 0 or self.step == until or out_of_time:
+                self.checkpoint()
+            if out_of_time:
+                break
+
+    def export(self, path: Path, name: str, description: str = "") -> Path:
+        """Save the current network as a model (weights + card) at `path`."""
+        card = ModelCard(
+            name=name,
+            preset=self.net.preset.to_dict(),
+            description=description,
+            training={
+                "steps": self.step,
+                "config": asdict(self.config),
+                "sources": self.sources,
+                "objective": __doc__.strip().split("\n\n")[1],
+                "validation": self.validate(),
+            },
+        )
+        return save_model(self.net.state_dict(), card, path)
+
+
+def synthesize_validation(clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A fixed degraded validation set: single and mixed degradations, seeded."""
+    from allinone.degradations import synthesize
+
+    return synthesize(clean, generator, clean_probability=0.0).degraded
