@@ -1,0 +1,172 @@
+"""Restore dock widget: run the all-in-one restorer on an image layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from napari.layers import Image
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox
+
+from napari_allinone._controls import EnginePicker, JobWidget, LayerCombo
+from napari_allinone._layers import (
+    Region,
+    axes_problem,
+    displayed_plane,
+    guess_layer_axes,
+    layer_data,
+    output_properties,
+    whole_layer,
+)
+from napari_allinone._workers import EngineChoice, JobState, RestoreRequest, restore_job
+
+if TYPE_CHECKING:
+    import numpy as np
+    from napari.viewer import Viewer
+
+Scope = Literal["current slice", "whole layer"]
+SCOPES: tuple[Scope, ...] = ("current slice", "whole layer")
+
+
+@dataclass
+class RestoreSettings:
+    """What the Restore widget edits."""
+
+    engine: EngineChoice = field(default_factory=EngineChoice)
+    axes: str = ""
+    scope: Scope = "whole layer"
+    tile: int = 0
+    overlap: int = 32
+
+
+@dataclass(frozen=True)
+class _Output:
+    """Where a finished restore goes: captured when the run starts."""
+
+    source: Image
+    region: Region
+    scope: Scope
+    model: str
+
+
+class RestoreWidget(JobWidget):
+    """Restore an Image layer into a new layer `<name> [restored]`."""
+
+    def __init__(self, napari_viewer: Viewer) -> None:
+        super().__init__(napari_viewer, "Restoring")
+        self.settings = RestoreSettings()
+        self.layer = LayerCombo(napari_viewer, Image)
+        self.axes = QLineEdit(placeholderText="e.g. ZYX, YXC, TZYX")
+        self.axes_message = QLabel(wordWrap=True)
+        self.axes_message.setStyleSheet("color: #e3b617")
+        self.scope = QComboBox()
+        self.scope.addItems(SCOPES)
+        self.scope.setCurrentText(self.settings.scope)
+        self.engine = EnginePicker()
+        self.tile = QSpinBox(minimum=0, maximum=4096, singleStep=32, specialValueText="auto")
+        self.tile.setToolTip("Tile size in pixels; auto picks one that fits the device memory.")
+        self.overlap = QSpinBox(minimum=0, maximum=512, singleStep=8, value=32)
+        self.run_button = QPushButton("Run")
+        self.status = QLabel(wordWrap=True)
+        self._layout()
+        self._connect()
+        self._layer_changed(self.layer.layer())
+        self._state_changed(JobState.IDLE)
+
+    def _layout(self) -> None:
+        form = QFormLayout(self)
+        form.addRow("Image", self.layer)
+        form.addRow("Axes", self.axes)
+        form.addRow("", self.axes_message)
+        form.addRow("Apply to", self.scope)
+        self.engine.add_rows(form)
+        form.addRow("Tile size", self.tile)
+        form.addRow("Overlap", self.overlap)
+        form.addRow(self.run_button)
+        form.addRow(self.status)
+
+    def _connect(self) -> None:
+        self.layer.layer_changed.connect(self._layer_changed)
+        self.axes.textChanged.connect(self._axes_edited)
+        self.scope.currentTextChanged.connect(lambda text: self._update(scope=text))
+        self.engine.on_change(lambda: self._update(engine=self.engine.choice()))
+        self.tile.valueChanged.connect(lambda value: self._update(tile=value))
+        self.overlap.valueChanged.connect(lambda value: self._update(overlap=value))
+        self.run_button.clicked.connect(self._run_clicked)
+        self.settings.engine = self.engine.choice()
+
+    def _update(self, **changes: object) -> None:
+        for name, value in changes.items():
+            setattr(self.settings, name, value)
+        self._state_changed(self.job.state)
+
+    def _layer_changed(self, layer: Image | None) -> None:
+        from allinone.errors import AllInOneError
+
+        try:
+            axes = guess_layer_axes(layer) if layer is not None else ""
+        except AllInOneError:
+            axes = ""
+        self.axes.setText(axes)
+        self._axes_edited(axes)
+
+    def _axes_edited(self, text: str) -> None:
+        self.settings.axes = text.strip().upper()
+        self.axes_message.setText(self._axes_problem() or "")
+        self._state_changed(self.job.state)
+
+    def _axes_problem(self) -> str | None:
+        layer = self.layer.layer()
+        if layer is None:
+            return None
+        return axes_problem(self.settings.axes, tuple(layer_data(layer).shape))
+
+    def _state_changed(self, state: JobState) -> None:
+        busy = state.busy
+        for control in (self.layer, self.axes, self.scope, self.tile, self.overlap):
+            control.setEnabled(not busy)
+        self.engine.set_enabled(not busy)
+        ready = self.layer.layer() is not None and self._axes_problem() is None
+        self.run_button.setText(
+            {JobState.RUNNING: "Cancel", JobState.CANCELLING: "Cancelling…"}.get(state, "Run")
+        )
+        self.run_button.setEnabled(state is JobState.RUNNING or (not busy and ready))
+        self.status.setText(
+            {
+                JobState.RUNNING: "Restoring…",
+                JobState.CANCELLING: "Stopping after the current batch…",
+                JobState.DONE: "Done.",
+                JobState.FAILED: "Failed: see the notification.",
+            }.get(state, "")
+        )
+
+    def _run_clicked(self) -> None:
+        if self.job.state is JobState.RUNNING:
+            self.job.cancel()
+        else:
+            self.run()
+
+    def run(self) -> None:
+        """Start restoring the chosen layer with the current settings."""
+        source = self.layer.layer()
+        if source is None or self._axes_problem() is not None:
+            return
+        settings = self.settings
+        if settings.scope == "current slice":
+            region = displayed_plane(source, self.viewer)
+        else:
+            region = whole_layer(source, settings.axes)
+        request = RestoreRequest(
+            data=region.data,
+            axes=region.axes,
+            engine=settings.engine,
+            tile=settings.tile or None,
+            overlap=settings.overlap,
+        )
+        output = _Output(source, region, settings.scope, settings.engine.model)
+        self.job.start(restore_job, request, on_result=lambda data: self._add_layer(output, data))
+
+    def _add_layer(self, output: _Output, data: np.ndarray) -> None:
+        info = {"model": output.model, "source": output.source.name, "scope": output.scope}
+        name = f"{output.source.name} [restored]"
+        self.viewer.add_image(data, **output_properties(output.source, output.region, name, info))

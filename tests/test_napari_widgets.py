@@ -1,0 +1,192 @@
+"""The napari dock widgets, opened through the manifest, driving the engine with the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from allinone.types import DEGRADATIONS
+from napari_allinone._workers import JobState
+
+PLUGIN = "napari-allinone"
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private user model folder, so tests never touch the real one."""
+    folder = tmp_path / "models"
+    monkeypatch.setenv("ALLINONE_MODELS_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, models_dir: Path):
+    return make_napari_viewer()
+
+
+def _open(viewer, name: str):
+    """Open a widget through the manifest, set to the tiny model on the CPU."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    assert widget.engine.model.select("tiny")
+    widget.engine.set_device("cpu")
+    return widget
+
+
+def _wait_for(qtbot, widget, *states: JobState) -> None:
+    qtbot.waitUntil(lambda: widget.job.state in states, timeout=TIMEOUT_MS)
+
+
+def test_restore_2d_image_keeps_source_and_placement(viewer, qtbot) -> None:
+    data = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    source = viewer.add_image(data.copy(), name="cells", scale=(2, 3), translate=(5, 7))
+    source.metadata["origin"] = "test"
+    widget = _open(viewer, "Restore")
+    assert widget.axes.text() == "YX"
+
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    assert widget.job.state is JobState.DONE
+    out = viewer.layers["cells [restored]"]
+    assert out.data.shape == data.shape and out.data.dtype == data.dtype
+    np.testing.assert_array_equal(out.scale, (2, 3))
+    np.testing.assert_array_equal(out.translate, (5, 7))
+    assert out.metadata["origin"] == "test" and out.metadata["allinone"]["source"] == "cells"
+    np.testing.assert_array_equal(source.data, data)
+
+
+def test_restore_stack_whole_layer_and_current_slice(viewer, qtbot) -> None:
+    data = np.random.default_rng(1).integers(0, 4000, (3, 64, 64), dtype=np.uint16)
+    viewer.add_image(data, name="stack", scale=(4, 1, 1))
+    widget = _open(viewer, "Restore")
+    assert widget.axes.text() == "ZYX"
+
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+    assert viewer.layers["stack [restored]"].data.shape == (3, 64, 64)
+
+    viewer.dims.set_current_step(0, 2)
+    widget.scope.setCurrentText("current slice")
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+    plane = viewer.layers["stack [restored] [1]"]
+    assert plane.data.shape == (64, 64) and plane.data.dtype == np.uint16
+
+
+def test_invalid_axes_disable_run(viewer) -> None:
+    viewer.add_image(np.zeros((2, 64, 64), dtype=np.float32), name="stack")
+    widget = _open(viewer, "Restore")
+    widget.axes.setText("ZZX")
+    assert not widget.run_button.isEnabled() and widget.axes_message.text()
+    widget.axes.setText("zyx")
+    assert widget.run_button.isEnabled() and widget.settings.axes == "ZYX"
+
+
+def test_cancelled_restore_adds_no_layer(viewer, qtbot) -> None:
+    viewer.add_image(np.zeros((20, 64, 64), dtype=np.float32), name="stack")
+    widget = _open(viewer, "Restore")
+    widget.tile.setValue(32)
+
+    widget.run_button.click()
+    assert widget.run_button.text() == "Cancel"
+    widget.run_button.click()
+    assert widget.job.state is JobState.CANCELLING
+    _wait_for(qtbot, widget, JobState.IDLE)
+
+    qtbot.wait(100)
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert widget.run_button.text() == "Run" and widget.run_button.isEnabled()
+
+
+def test_removing_the_widget_stops_its_job(viewer, qtbot) -> None:
+    viewer.add_image(np.zeros((20, 64, 64), dtype=np.float32), name="stack")
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Restore")
+    widget.engine.model.select("tiny")
+    widget.tile.setValue(32)
+    widget.run_button.click()
+    viewer.window.remove_dock_widget(dock)
+    assert not widget.job.state.busy
+    qtbot.wait(300)
+    assert len(viewer.layers) == 1
+
+
+def test_composition_values_and_maps(viewer, qtbot) -> None:
+    image = viewer.add_image(np.random.default_rng(2).random((64, 64), dtype=np.float32))
+    widget = _open(viewer, "Degradation composition")
+    widget.add_maps.setChecked(True)
+    qtbot.waitUntil(lambda: len(widget.probabilities) == 6, timeout=TIMEOUT_MS)
+    _wait_for(qtbot, widget, JobState.DONE)
+
+    assert set(widget.probabilities) == set(DEGRADATIONS)
+    assert all(0.0 <= p <= 1.0 for p in widget.probabilities.values())
+    assert widget.chart.values == widget.probabilities
+    maps = [layer for layer in viewer.layers if "map]" in layer.name]
+    assert len(maps) == 6
+    assert maps[0].data.ndim == 2
+    assert image.data.shape == (64, 64)
+
+
+def test_composition_inside_a_rectangle(viewer, qtbot) -> None:
+    viewer.add_image(np.random.default_rng(3).random((64, 64), dtype=np.float32), name="img")
+    shapes = viewer.add_shapes([[[8, 8], [8, 40], [40, 40], [40, 8]]], shape_type="rectangle")
+    widget = _open(viewer, "Degradation composition")
+    widget.layer.set_layer(viewer.layers["img"])
+    widget.shapes.set_layer(shapes)
+    widget.scope.setCurrentText("rectangle")
+    qtbot.waitUntil(lambda: len(widget.probabilities) == 6, timeout=TIMEOUT_MS)
+    assert widget._region().data.shape == (32, 32)
+
+
+def test_finetune_then_model_is_listed_for_restore(viewer, qtbot, models_dir: Path) -> None:
+    from allinone.infer.restorer import Restorer
+
+    if not hasattr(Restorer, "finetune_steps"):
+        pytest.skip("the engine has no finetune_steps yet")
+    rng = np.random.default_rng(4)
+    clean = rng.random((64, 64), dtype=np.float32)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    viewer.add_image(clean, name="clean")
+    viewer.add_image(noisy, name="noisy")
+    restore = _open(viewer, "Restore")
+    widget = _open(viewer, "Fine-tune")
+    widget.degraded.set_layer(viewer.layers["noisy"])
+    widget.clean.set_layer(viewer.layers["clean"])
+    widget.budget.setValue(3)
+
+    widget.start_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    assert widget.job.state is JobState.DONE, widget.summary.text()
+    assert "PSNR before" in widget.summary.text()
+    widget.name.setText("my-tuned")
+    assert widget.save_button.isEnabled()
+    widget.save_button.click()
+    assert (models_dir / "my-tuned.safetensors").is_file()
+    assert any(label.startswith("my-tuned") for label in restore.engine.model.labels())
+
+
+def test_finetune_rejects_layers_of_different_shapes(viewer, monkeypatch) -> None:
+    errors = []
+    monkeypatch.setattr("napari_allinone._finetune.show_error", errors.append)
+    viewer.add_image(np.zeros((64, 64), dtype=np.float32), name="clean")
+    viewer.add_image(np.zeros((32, 64), dtype=np.float32), name="noisy")
+    widget = _open(viewer, "Fine-tune")
+    widget.degraded.set_layer(viewer.layers["noisy"])
+    widget.clean.set_layer(viewer.layers["clean"])
+    widget.start_button.click()
+    assert widget.job.state is JobState.IDLE
+    assert errors and "must match" in errors[0]
+
+
+def test_restore_dask_backed_layer(viewer, qtbot) -> None:
+    import dask.array as da
+
+    data = da.from_array(np.random.default_rng(5).random((2, 64, 64), dtype=np.float32), chunks=1)
+    viewer.add_image(data, name="lazy")
+    widget = _open(viewer, "Restore")
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+    assert viewer.layers["lazy [restored]"].data.shape == (2, 64, 64)
