@@ -101,10 +101,12 @@ class PlaneLayout:
         """Plane indices (over the lead axes), in C order."""
         return np.ndindex(*self.lead_shape)
 
-    def _selector(self, index: tuple[int, ...]) -> tuple:
+    def _selector(self, index: tuple[int, ...], rows: slice | None = None) -> tuple:
         selector: list = [slice(None)] * len(self.shape)
         for axis, i in zip(self.lead_axes, index, strict=True):
             selector[axis] = i
+        if rows is not None:
+            selector[self.axes.index("Y")] = rows
         return tuple(selector)
 
     def _plane_order(self) -> list[int]:
@@ -112,12 +114,17 @@ class PlaneLayout:
         target = "YXC" if self.rgb else "YX"
         return [kept.index(a) for a in target]
 
-    def get(self, array, index: tuple[int, ...]) -> np.ndarray:
-        """Plane `index` as (H, W) or (H, W, 3|4), read from a NumPy, memmap or dask array."""
-        plane = np.asarray(array[self._selector(index)])
+    def get(self, array, index: tuple[int, ...], rows: slice | None = None) -> np.ndarray:
+        """Plane `index` as (H, W) or (H, W, 3|4), read from a NumPy, memmap, zarr or dask array.
+
+        `rows` reads only those rows (Y) of the plane.
+        """
+        plane = np.asarray(array[self._selector(index, rows)])
         return np.transpose(plane, self._plane_order())
 
-    def put(self, out, index: tuple[int, ...], plane: np.ndarray) -> None:
-        """Write a plane given as (H, W) or (H, W, 3|4) into `out` at `index`."""
+    def put(
+        self, out, index: tuple[int, ...], plane: np.ndarray, rows: slice | None = None
+    ) -> None:
+        """Write a plane given as (H, W) or (H, W, 3|4) into `out` at `index` (or its `rows`)."""
         inverse = np.argsort(self._plane_order())
-        out[self._selector(index)] = np.transpose(plane, inverse)
+        out[self._selector(index, rows)] = np.transpose(plane, inverse)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator
+import threading
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,15 @@ import torch
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.normalize import check_dtype, fit_normalization
-from allinone.infer.pipeline import PlaneJob, Progress, finish_plane, is_cancelled, run_tiles
+from allinone.infer.normalize import Normalization, check_dtype, fit_normalization
+from allinone.infer.pipeline import (
+    PlaneSource,
+    Progress,
+    Rows,
+    is_cancelled,
+    restored_rows,
+    run_tiles,
+)
 from allinone.infer.tiling import TileGrid
 from allinone.models import AllInOneNet, Preset, build_network
 from allinone.types import DEGRADATIONS
@@ -108,6 +116,62 @@ class Restorer:
         grid = TileGrid.plan(height, width, size, overlap, AllInOneNet.multiple)
         return layout, grid
 
+    @contextlib.contextmanager
+    def _job(self) -> Iterator[None]:
+        """Put the model back on its device after a job that fell back to the CPU."""
+        device, dtype = self.device, self.autocast_dtype
+        try:
+            yield
+        finally:
+            if self.device != device:
+                self.device, self.autocast_dtype = device, dtype
+                self.net.to(device)
+
+    def _use_cpu(self) -> torch.device:
+        """Move the model to the CPU, for the rest of a job that ran out of device memory."""
+        self.device, self.autocast_dtype = torch.device("cpu"), torch.float32
+        self.net.to(self.device)
+        return self.device
+
+    def _run(self, forward, source: PlaneSource, grid: TileGrid, **options) -> Generator:
+        with self._job():
+            yield from run_tiles(
+                forward,
+                source,
+                grid,
+                batch_size=self.auto_batch(grid),
+                device=self.device,
+                fallback=self._use_cpu,
+                **options,
+            )
+
+    def _restore_forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self._autocast():
+            return self.net(x).restored
+
+    def _restore_with(
+        self, array, layout: PlaneLayout, grid: TileGrid, norm: Normalization, out, cancel
+    ) -> Generator[Progress, None, np.ndarray]:
+        height, width = layout.plane_shape
+
+        def on_rows(rows: Rows) -> None:
+            if rows.start < height:
+                restored = restored_rows(rows, norm, layout.rgb, height, width)
+                span = slice(rows.start, rows.start + len(restored))
+                layout.put(out, rows.plane.index, restored, rows=span)
+
+        yield from self._run(
+            self._restore_forward,
+            PlaneSource(layout, array, norm),
+            grid,
+            channels=3,
+            scale=1,
+            on_rows=on_rows,
+            cancel=cancel,
+            message="restoring",
+        )
+        return out
+
     def restore_steps(
         self,
         array,
@@ -115,36 +179,19 @@ class Restorer:
         tile: int | None = None,
         overlap: int = 32,
         cancel=None,
+        out=None,
     ) -> Generator[Progress, None, np.ndarray]:
-        """Restore `array` (same shape and dtype out), yielding `Progress` after each batch."""
+        """Restore `array` (same shape and dtype out), yielding `Progress` after each batch.
+
+        `array` may be a NumPy array, a memory map, a zarr or a dask array: it is read a band of
+        tiles at a time. Results go into `out` (a preallocated array, memory map or zarr array of
+        the same shape and dtype) when given, as they are finished, and `out` is returned.
+        """
         check_dtype(array.dtype)
         layout, grid = self._plan(array.shape, axes, tile, overlap)
+        out = _output_for(array, out)
         norm = fit_normalization(array)
-        out = np.empty(array.shape, dtype=array.dtype)
-        grey = not layout.rgb
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode(), self._autocast():
-                return self.net(x).restored
-
-        def on_plane(job: PlaneJob, source: np.ndarray, blended: np.ndarray) -> None:
-            layout.put(out, job.index, finish_plane(job, blended, norm, grey, source))
-
-        yield from run_tiles(
-            forward,
-            layout,
-            array,
-            norm,
-            grid,
-            batch_size=self.auto_batch(grid),
-            device=self.device,
-            channels=3,
-            scale=1,
-            on_plane=on_plane,
-            cancel=cancel,
-            message="restoring",
-        )
-        return out
+        return (yield from self._restore_with(array, layout, grid, norm, out, cancel))
 
     def restore(
         self,
@@ -154,9 +201,44 @@ class Restorer:
         overlap: int = 32,
         progress: ProgressCallback = None,
         cancel=None,
+        out=None,
     ) -> np.ndarray:
         """Restore an N-D array; see `restore_steps`. `tile=None` is automatic, 0 is one pass."""
-        return _drive(self.restore_steps(array, axes, tile, overlap, cancel), progress, cancel)
+        steps = self.restore_steps(array, axes, tile, overlap, cancel, out)
+        return _drive(steps, progress, cancel)
+
+    def restore_dask(self, array, axes: str | None = None, tile: int | None = None, overlap=32):
+        """A lazy dask array: `array` (a dask array) restored, block by block, when computed.
+
+        Blocks hold whole planes: `array` is rechunked so that Y, X (and colour) are single
+        chunks, keeping its chunks along the other axes, so a block is restored exactly as
+        `restore` restores it and the result equals `restore(array)` (overlapping chunked planes
+        instead would tile differently from `restore`). A block costs its planes in the source
+        dtype plus the tile working memory. The normalisation is fitted now, from the same sample
+        as `restore`'s. Blocks run one at a time on this Restorer's device; compute with the
+        threaded or synchronous scheduler (the graph holds this Restorer), or use `allinone batch`
+        to spread files over a cluster.
+        """
+        import dask.array as da
+        from dask.base import tokenize
+
+        array = da.asarray(array)
+        check_dtype(array.dtype)
+        layout, _ = self._plan(array.shape, axes, tile, overlap)
+        norm = fit_normalization(array)
+        planes = array.rechunk({i: -1 for i in range(array.ndim) if i not in layout.lead_axes})
+        lock = threading.Lock()
+
+        def restore_block(block: np.ndarray) -> np.ndarray:
+            block_layout, grid = self._plan(block.shape, layout.axes, tile, overlap)
+            out = np.empty(block.shape, dtype=block.dtype)
+            with lock:
+                steps = self._restore_with(block, block_layout, grid, norm, out, None)
+                return _drive(steps, None, None)
+
+        name = "allinone-restore-" + tokenize(planes.name, layout.axes, tile, overlap, id(self))
+        meta = np.empty((0,) * array.ndim, dtype=array.dtype)
+        return planes.map_blocks(restore_block, dtype=array.dtype, meta=meta, name=name)
 
     def analyze_steps(
         self, array, axes: str | None = None, tile: int | None = None, cancel=None
@@ -174,21 +256,20 @@ class Restorer:
             with torch.inference_mode(), self._autocast():
                 return self.net.analyze(x)
 
-        def on_plane(job: PlaneJob, source: np.ndarray, blended: np.ndarray) -> None:
-            plane = np.moveaxis(blended[: cells[0], : cells[1]], 2, 0)
-            logits[(slice(None), *job.index)] = plane
+        def on_rows(rows: Rows) -> None:
+            count = min(len(rows.blended), cells[0] - rows.start)
+            if count > 0:
+                span = slice(rows.start, rows.start + count)
+                plane = np.moveaxis(rows.blended[:count, : cells[1]], 2, 0)
+                logits[(slice(None), *rows.plane.index, span)] = plane
 
-        yield from run_tiles(
+        yield from self._run(
             forward,
-            layout,
-            array,
-            norm,
+            PlaneSource(layout, array, norm),
             grid,
-            batch_size=self.auto_batch(grid),
-            device=self.device,
             channels=len(DEGRADATIONS),
             scale=scale,
-            on_plane=on_plane,
+            on_rows=on_rows,
             cancel=cancel,
             message="analysing",
         )
@@ -216,6 +297,18 @@ class Restorer:
     def save(self, path: str | Path) -> Path:
         """Write the weights (`.safetensors`) and the JSON card; return the weights path."""
         return save_model(self.state_dict(), self.card, Path(path))
+
+
+def _output_for(array, out):
+    """`out` checked against `array`, or a new in-memory array."""
+    if out is None:
+        return np.empty(array.shape, dtype=array.dtype)
+    if tuple(out.shape) != tuple(array.shape) or np.dtype(out.dtype) != np.dtype(array.dtype):
+        raise InputError(
+            f"out must have the image's shape {tuple(array.shape)} and dtype {array.dtype}, "
+            f"not {tuple(out.shape)} and {out.dtype}"
+        )
+    return out
 
 
 def _preset_network(name: str) -> tuple[AllInOneNet, ModelCard]:

@@ -98,15 +98,18 @@ class TileGrid:
         xs = _starts(pw, self.core_w, self._step(self.core_w))
         return [Tile(y, x) for y in ys for x in xs]
 
-    def read(self, plane: np.ndarray, tile: Tile) -> np.ndarray:
-        """The tile's input (core plus context) from an (H, W, ...) plane, reflected at borders."""
+    def read(self, plane: np.ndarray, tile: Tile, top: int = 0) -> np.ndarray:
+        """The tile's input (core plus context) from an (H, W, ...) plane, reflected at borders.
+
+        `plane` may hold only the plane's rows from `top` on, as long as it has those read.
+        """
         rows = reflect_indices(
             tile.y - self.context, tile.y + self.core_h + self.context, self.height
         )
         cols = reflect_indices(
             tile.x - self.context, tile.x + self.core_w + self.context, self.width
         )
-        return plane[rows[:, None], cols[None, :]]
+        return plane[rows[:, None] - top, cols[None, :]]
 
     def weight(self, tile: Tile) -> np.ndarray:
         """(core_h, core_w) blending weights: ramps where a neighbouring core overlaps."""
