@@ -137,6 +137,39 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=_positive_int, metavar="N", help="override the config")
     train.add_argument("--seconds", type=float, metavar="S", help="stop (resumably) after S s")
     train.add_argument("--export", metavar="PATH", help="save the model here when done")
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure restoration quality on the benchmark sets",
+        description="Run the quality protocols (see src/allinone/evaluate.py) on the model and "
+        "the classical baselines, and write a Markdown report.",
+    )
+    evaluate.add_argument(
+        "--model", default="default", metavar="NAME|PATH", help="default: default"
+    )
+    evaluate.add_argument(
+        "--data", metavar="DIR", help="data folder (default: $ALLINONE_DATA, else ../shared/data)"
+    )
+    evaluate.add_argument(
+        "--tasks",
+        default="all",
+        metavar="LIST",
+        help="all, or some of denoise,derain,dehaze,sr,deblur,lowlight,fmd,composition",
+    )
+    evaluate.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="at most N images per set (default: all)"
+    )
+    evaluate.add_argument("--device", default="auto", metavar="DEVICE", help="default: auto")
+    evaluate.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the slow classical baselines (CBM3D, Richardson-Lucy, ...; default: on)",
+    )
+    evaluate.add_argument(
+        "--output", default="benchmarks/RESULTS.md", metavar="MD", help="the Markdown report"
+    )
+    evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     return parser
 
 
@@ -207,6 +240,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from allinone.evaluate import Context, evaluate, parse_tasks, provenance, to_markdown
+    from allinone.infer.restorer import Restorer
+    from allinone.train.data import data_root
+
+    tasks = parse_tasks(args.tasks)
+    root = data_root(args.data)
+    restorer = Restorer.from_pretrained(args.model, device=args.device)
+    command = " ".join(
+        ["allinone eval", f"--model {args.model}", f"--tasks {','.join(tasks)}"]
+        + ([f"--limit {args.limit}"] if args.limit else [])
+        + ([] if args.baselines else ["--no-baselines"])
+    )
+    context = Context(restorer, root, args.limit, args.baselines, log=_print_line)
+    report = evaluate(context, tasks, provenance(restorer, root, command, args.limit))
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(to_markdown(report), encoding="utf-8")
+    print(f"wrote {output}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(report.to_json(), encoding="utf-8")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _print_line(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _print_training_record(record: dict) -> None:
     if "val_psnr" in record or record["step"] % 50 == 0:
         text = " ".join(
@@ -220,6 +282,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "analyze": _cmd_analyze,
     "models": _cmd_models,
     "train": _cmd_train,
+    "eval": _cmd_eval,
 }
 
 
