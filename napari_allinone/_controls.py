@@ -289,14 +289,19 @@ class BarChart(_ThemedPlot):
     """Horizontal bars, one a label, values in [0, 1]."""
 
     ROW = 22
-    LABEL = 76
     VALUE = 40
 
     def __init__(self, viewer: Viewer, labels: Sequence[str], parent=None) -> None:
         super().__init__(viewer, parent)
         self.labels = tuple(labels)
         self.values: dict[str, float] = {}
+        metrics = self.fontMetrics()
+        self.label_width = 10 + max(metrics.horizontalAdvance(self._text(n)) for n in self.labels)
         self.setMinimumHeight(self.ROW * len(self.labels) + 4)
+
+    @staticmethod
+    def _text(label: str) -> str:
+        return label.replace("_", " ")
 
     def set_values(self, values: dict[str, float]) -> None:
         """Show `values` (missing labels show as empty bars)."""
@@ -307,17 +312,17 @@ class BarChart(_ThemedPlot):
     def paintEvent(self, event: QEvent) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.Antialiasing)
-        track_width = max(self.width() - self.LABEL - self.VALUE - 8, 10)
+        track_width = max(self.width() - self.label_width - self.VALUE - 8, 10)
         for row, label in enumerate(self.labels):
             top = 2 + row * self.ROW
             value = self.values.get(label)
             painter.setPen(self.colors["text"])
             painter.drawText(
-                QRectF(0, top, self.LABEL - 6, self.ROW),
+                QRectF(0, top, self.label_width - 6, self.ROW),
                 Qt.AlignRight | Qt.AlignVCenter,
-                label.replace("_", " "),
+                self._text(label),
             )
-            track = QRectF(self.LABEL, top + 4, track_width, self.ROW - 8)
+            track = QRectF(self.label_width, top + 4, track_width, self.ROW - 8)
             painter.fillRect(track, self.colors["foreground"])
             if value is not None:
                 bar = QRectF(track.left(), track.top(), track_width * min(max(value, 0), 1), 0)

@@ -15,13 +15,14 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QSpinBox,
 )
 
 from napari_allinone._controls import CurvePlot, EnginePicker, JobWidget, LayerCombo
 from napari_allinone._layers import guess_layer_axes, layer_data, rectangles
-from napari_allinone._models import name_problem, save_model
+from napari_allinone._models import name_problem, save_model, user_model_path
 from napari_allinone._workers import EngineChoice, FinetuneRequest, JobState, finetune_job
 
 if TYPE_CHECKING:
@@ -222,9 +223,17 @@ class FinetuneWidget(JobWidget):
         if problem := name_problem(name):
             show_error(problem)
             return
+        if user_model_path(name).exists() and not self._confirm_replace(name):
+            return
         try:
             path = save_model(self.result, name)
         except AllInOneError as error:
             show_error(str(error))
             return
         show_info(f"Saved the model '{name}' to {path}.")
+
+    def _confirm_replace(self, name: str) -> bool:
+        answer = QMessageBox.question(
+            self, "Replace model?", f"A model named '{name}' exists already. Replace it?"
+        )
+        return answer == QMessageBox.Yes

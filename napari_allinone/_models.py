@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 models_changed = SignalInstance((), name="models_changed")
 """Emitted after a model was saved or deleted: every model picker refreshes its list."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _lock = threading.Lock()
 _cache: dict[tuple[str, str, str], Restorer] = {}
 
@@ -65,13 +65,6 @@ def load_restorer(model: str, device: str, precision: str) -> Restorer:
         return _cache[key]
 
 
-def load_fresh_restorer(model: str, device: str, precision: str) -> Restorer:
-    """Load a Restorer of its own, never shared (fine-tuning changes its weights)."""
-    from allinone.infer.restorer import Restorer
-
-    return Restorer.from_pretrained(model, device=device, precision=precision)
-
-
 def forget_loaded() -> None:
     """Drop cached Restorers, so a model saved again under the same name is reloaded."""
     with _lock:
@@ -82,20 +75,22 @@ def name_problem(name: str) -> str | None:
     """Why `name` cannot name a saved model, or None when it can."""
     if not _NAME.match(name):
         return (
-            "Use 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit "
+            "Use 1 to 64 letters, digits, '_' or '-', starting with a letter or digit "
             "(e.g. 'my-nuclei-v1')."
         )
     return None
 
 
-def save_model(result: Saveable, name: str) -> Path:
-    """Save a fine-tuning result into the user model folder and tell every picker."""
+def user_model_path(name: str) -> Path:
+    """Where a user model named `name` is (or would be) saved."""
     from allinone.weights import user_models_dir
 
-    folder = user_models_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    result.save(path)
+    return user_models_dir() / f"{name}.safetensors"
+
+
+def save_model(result: Saveable, name: str) -> Path:
+    """Save a fine-tuning result into the user model folder and tell every picker."""
+    path = Path(result.save(user_model_path(name)))
     forget_loaded()
     models_changed.emit()
     return path

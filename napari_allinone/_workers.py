@@ -19,7 +19,7 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from napari_allinone._models import load_fresh_restorer, load_restorer
+from napari_allinone._models import load_restorer
 
 if TYPE_CHECKING:
     from allinone.infer.restorer import Progress
@@ -132,9 +132,10 @@ def analyze_job(request: AnalyzeRequest) -> Generator[Progress, None, Any]:
 
 @guarded
 def finetune_job(request: FinetuneRequest) -> Generator[Progress, None, Any]:
-    """Fine-tune a fresh copy of the chosen model; returns a `FinetuneResult`."""
+    """Fine-tune a copy of the chosen model (the loaded one is left as is); returns a
+    `FinetuneResult`."""
     engine = request.engine
-    restorer = load_fresh_restorer(engine.model, engine.device, engine.precision)
+    restorer = load_restorer(engine.model, engine.device, engine.precision)
     return (
         yield from restorer.finetune_steps(
             [(request.degraded, request.clean)],

@@ -129,6 +129,22 @@ def test_composition_values_and_maps(viewer, qtbot) -> None:
     assert image.data.shape == (64, 64)
 
 
+def test_composition_follows_the_slice_once_settled(viewer, qtbot, monkeypatch) -> None:
+    viewer.add_image(np.random.default_rng(6).random((3, 64, 64), dtype=np.float32))
+    widget = _open(viewer, "Degradation composition")
+    qtbot.waitUntil(lambda: len(widget.probabilities) == 6, timeout=TIMEOUT_MS)
+    _wait_for(qtbot, widget, JobState.DONE)
+    requests = []
+    start = widget.job.start
+    monkeypatch.setattr(widget.job, "start", lambda *a, **k: requests.append(a) or start(*a, **k))
+
+    for z in (1, 2, 0, 1):
+        viewer.dims.set_current_step(0, z)
+    qtbot.waitUntil(lambda: len(requests) == 1, timeout=5_000)
+    _wait_for(qtbot, widget, JobState.DONE)
+    assert len(requests) == 1 and requests[0][1].data.shape == (64, 64)
+
+
 def test_composition_inside_a_rectangle(viewer, qtbot) -> None:
     viewer.add_image(np.random.default_rng(3).random((64, 64), dtype=np.float32), name="img")
     shapes = viewer.add_shapes([[[8, 8], [8, 40], [40, 40], [40, 8]]], shape_type="rectangle")
@@ -154,7 +170,7 @@ def test_finetune_then_model_is_listed_for_restore(viewer, qtbot, models_dir: Pa
     widget = _open(viewer, "Fine-tune")
     widget.degraded.set_layer(viewer.layers["noisy"])
     widget.clean.set_layer(viewer.layers["clean"])
-    widget.budget.setValue(3)
+    widget.budget.setValue(2)
 
     widget.start_button.click()
     _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
@@ -184,7 +200,9 @@ def test_finetune_rejects_layers_of_different_shapes(viewer, monkeypatch) -> Non
 def test_restore_dask_backed_layer(viewer, qtbot) -> None:
     import dask.array as da
 
-    data = da.from_array(np.random.default_rng(5).random((2, 64, 64), dtype=np.float32), chunks=1)
+    data = da.from_array(
+        np.random.default_rng(5).random((2, 64, 64), dtype=np.float32), chunks=(1, 64, 64)
+    )
     viewer.add_image(data, name="lazy")
     widget = _open(viewer, "Restore")
     widget.run_button.click()
