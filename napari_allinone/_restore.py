@@ -77,7 +77,7 @@ class RestoreWidget(JobWidget):
         form = QFormLayout(self)
         form.addRow("Image", self.layer)
         form.addRow("Axes", self.axes)
-        form.addRow("", self.axes_message)
+        form.addRow(self.axes_message)
         form.addRow("Apply to", self.scope)
         self.engine.add_rows(form)
         form.addRow("Tile size", self.tile)
@@ -112,7 +112,9 @@ class RestoreWidget(JobWidget):
 
     def _axes_edited(self, text: str) -> None:
         self.settings.axes = text.strip().upper()
-        self.axes_message.setText(self._axes_problem() or "")
+        problem = self._axes_problem()
+        self.axes_message.setText(problem or "")
+        self.axes_message.setVisible(problem is not None)
         self._state_changed(self.job.state)
 
     def _axes_problem(self) -> str | None:

@@ -14,7 +14,6 @@ import argparse
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,12 +57,15 @@ def finish(widget) -> None:
 
 
 def save(viewer, path: Path) -> None:
-    """Grab the whole window into `path` and close the viewer."""
-    from qtpy.QtWidgets import QApplication
+    """Grab the whole window (without notification pop-ups) into `path`; close the viewer."""
+    from qtpy.QtWidgets import QApplication, QWidget
 
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.02)
+    for child in viewer.window._qt_window.findChildren(QWidget):
+        if type(child).__name__ == "NapariQtNotification":
+            child.hide()
     viewer.window._qt_window.grab().save(str(path), "PNG", 9)
     print(f"{path}: {path.stat().st_size // 1024} KB")
     viewer.close()
@@ -108,7 +110,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="fine-tuning steps")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    warnings.filterwarnings("ignore", message="napari support for the PyQt5 backend")
     os.environ["ALLINONE_MODELS_DIR"] = tempfile.mkdtemp(prefix="allinone-models-")
     restore_picture(args.out, args.model)
     composition_picture(args.out, args.model)

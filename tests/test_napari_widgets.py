@@ -208,3 +208,16 @@ def test_restore_dask_backed_layer(viewer, qtbot) -> None:
     widget.run_button.click()
     _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
     assert viewer.layers["lazy [restored]"].data.shape == (2, 64, 64)
+
+
+def test_model_picker_keeps_files_loaded_by_hand(viewer, tmp_path: Path) -> None:
+    from napari_allinone._models import models_changed
+
+    widget = _open(viewer, "Restore")
+    picker = widget.engine.model
+    assert "tiny (preset)" in picker.labels()
+    weights = str(tmp_path / "mine.safetensors")
+    picker.add_file(weights)
+    assert picker.value() == weights and widget.settings.engine.model == weights
+    models_changed.emit()
+    assert picker.value() == weights and "mine (file)" in picker.labels()
