@@ -179,7 +179,7 @@ class Job:
         request: object,
         on_result: Callable[[Any], None],
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> GeneratorWorker:
+    ) -> None:
         """Start `job(request)` in a thread, dropping any job still running."""
         self.stop()
         worker = create_worker(job, request, _start_thread=False)
@@ -191,7 +191,6 @@ class Job:
         self._worker = worker
         self._set_state(JobState.RUNNING)
         worker.start()
-        return worker
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next batch; its `aborted` signal ends it."""
