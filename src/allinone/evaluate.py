@@ -303,9 +303,13 @@ def estimated_sigma(image: np.ndarray) -> float:
 
 
 def richardson_lucy(blurred: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Richardson-Lucy per channel with the true kernel, on a reflect-padded image."""
-    pad = kernel.shape[0]
-    x = np.pad(blurred / 255.0, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    """Richardson-Lucy per channel with the true kernel.
+
+    The image is padded symmetrically by twice the kernel size, so that the zero boundary of
+    `skimage`'s convolutions does not leak into the image over the iterations.
+    """
+    pad = 2 * kernel.shape[0]
+    x = np.pad(blurred / 255.0, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
     channels = [
         restoration.richardson_lucy(x[:, :, c], kernel, num_iter=RL_ITERATIONS) for c in range(3)
     ]
