@@ -30,7 +30,7 @@ from allinone.infer.tiling import Tile, TileGrid, reflect_indices, round_up
 
 logger = logging.getLogger(__name__)
 
-CHUNK_VALUES = 2**21
+CHUNK_VALUES = 2**19
 """Rows are read (statistics) and handed on (results) in chunks of about this many values."""
 MIN_CORE = 128
 """Out-of-memory retries do not shrink tile cores below this many pixels."""
