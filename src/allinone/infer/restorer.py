@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from allinone.infer.tiling import TileGrid
 from allinone.models import AllInOneNet, Preset, build_network
 from allinone.types import DEGRADATIONS
 from allinone.weights import ModelCard, find_model, load_state, read_card, save_model
+
+if TYPE_CHECKING:
+    from allinone.train.finetune import FinetuneResult
 
 __all__ = ["Composition", "Progress", "Restorer"]
 
@@ -297,6 +301,80 @@ class Restorer:
     def save(self, path: str | Path) -> Path:
         """Write the weights (`.safetensors`) and the JSON card; return the weights path."""
         return save_model(self.state_dict(), self.card, Path(path))
+
+    def finetune_steps(
+        self,
+        pairs,
+        *,
+        axes: str | None = None,
+        rois=None,
+        steps: int | None = None,
+        seconds: float | None = None,
+        val_fraction: float = 0.2,
+        lr: float = 1e-3,
+        adapt: str = "all",
+        patch_size: int = 64,
+        batch_size: int = 8,
+        seed: int = 0,
+        cancel=None,
+    ) -> Generator[Progress, None, FinetuneResult]:
+        """Fine-tune a copy of this model on (degraded, clean) pairs, yielding `Progress`.
+
+        See `allinone.train.finetune.finetune_steps`; this Restorer is left unchanged.
+        """
+        from allinone.train.finetune import finetune_steps
+
+        return (
+            yield from finetune_steps(
+                self,
+                pairs,
+                axes=axes,
+                rois=rois,
+                steps=steps,
+                seconds=seconds,
+                val_fraction=val_fraction,
+                lr=lr,
+                adapt=adapt,
+                patch_size=patch_size,
+                batch_size=batch_size,
+                seed=seed,
+                cancel=cancel,
+            )
+        )
+
+    def finetune(
+        self,
+        pairs,
+        *,
+        axes: str | None = None,
+        rois=None,
+        steps: int | None = None,
+        seconds: float | None = None,
+        val_fraction: float = 0.2,
+        lr: float = 1e-3,
+        adapt: str = "all",
+        patch_size: int = 64,
+        batch_size: int = 8,
+        seed: int = 0,
+        progress: ProgressCallback = None,
+        cancel=None,
+    ) -> FinetuneResult:
+        """Fine-tune a copy of this model and return a `FinetuneResult`; see `finetune_steps`."""
+        job = self.finetune_steps(
+            pairs,
+            axes=axes,
+            rois=rois,
+            steps=steps,
+            seconds=seconds,
+            val_fraction=val_fraction,
+            lr=lr,
+            adapt=adapt,
+            patch_size=patch_size,
+            batch_size=batch_size,
+            seed=seed,
+            cancel=cancel,
+        )
+        return _drive(job, progress, cancel)
 
 
 def _output_for(array, out):

@@ -1,0 +1,526 @@
+"""Fine-tuning: adapt a Restorer's network to the user's own (degraded, clean) pairs.
+
+Each pair is split into 2-D planes (or RGB triplets) as `Restorer.restore` does, and both images
+are normalised with the normalisation fitted on the degraded one, so the network learns in the
+units it restores in. Each region (a rectangle of `rois`, or the whole plane) is cut in two
+across its longer side: the last `val_fraction` of it (at least `MIN_VAL` pixels) validates and
+the rest trains, so no validation pixel is ever trained on.
+
+Patches are square, `patch_size` rounded down to a multiple of 8 and shrunk to fit the smallest
+training part; a training part under `MIN_PATCH` pixels on a side is refused (`InputError`).
+The network trained is a deep copy: the Restorer passed in is never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from allinone.errors import Cancelled, InputError
+from allinone.infer.axes import PlaneLayout
+from allinone.infer.normalize import Normalization, check_dtype, fit_normalization
+from allinone.infer.pipeline import Progress, is_cancelled
+from allinone.infer.restorer import Restorer
+from allinone.models import AllInOneNet
+
+__all__ = ["ADAPT_PREFIXES", "FinetuneResult", "finetune_steps"]
+
+ADAPT_PREFIXES = (
+    "dictionary",
+    "queries",
+    "injections",
+    "perturb",
+    "composition",
+    "degradation_net",
+)
+"""Parameter-name prefixes trained by `adapt="degradation"`."""
+ADAPT_MODES = ("all", "degradation")
+DEFAULT_STEPS = 200
+MIN_PATCH = 16
+MIN_VAL = 8
+PATIENCE = 5
+NDR_WEIGHT = 0.5
+GRAD_CLIP = 1.0
+MESSAGE = "fine-tuning"
+
+Rect = tuple[int, int, int, int]
+
+
+@dataclass
+class FinetuneResult:
+    """A fine-tuned model and how the fine-tuning went."""
+
+    restorer: Restorer
+    """A new Restorer with the adapted network (the original one is untouched)."""
+    psnr_before: float | None
+    """Validation PSNR (dB, normalised units) of the original weights; None without validation."""
+    psnr_after: float | None
+    """Validation PSNR of the returned weights (the best seen); None without validation."""
+    history: list[dict[str, float]]
+    """One entry per step (`step`, `loss`, `lr`, and `val_psnr` on evaluation steps); with
+    validation, a first entry `{"step": 0, "val_psnr": psnr_before}`."""
+    steps: int
+    """Training steps done."""
+    seconds: float
+    """Wall time of the whole job."""
+    improved: bool
+    """False when validation never beat the original weights: the original weights are then
+    returned. True otherwise (the adapted weights are returned), including without validation."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write the adapted model (`.safetensors` + JSON card); return the weights path."""
+        return self.restorer.save(path)
+
+
+@dataclass
+class _Sample:
+    """One region of one plane, normalised, as (h, w, 1 | 3) float32 arrays."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    """(degraded, clean) of the training part."""
+    val: tuple[np.ndarray, np.ndarray] | None
+    """(degraded, clean) of the validation part, or None without validation."""
+
+
+@dataclass
+class _Budget:
+    """When to stop, when to validate, and how far along the cosine schedule a step is."""
+
+    steps: int | None
+    seconds: float | None
+    start: float = field(default_factory=time.perf_counter)
+    next_eval: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.next_eval = self.seconds / 10 if self.seconds else math.inf
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def fraction(self, done: int) -> float:
+        """Share of the budget used after `done` steps, in [0, 1]."""
+        by_steps = done / self.steps if self.steps else 0.0
+        by_time = self.elapsed() / self.seconds if self.seconds else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def spent(self, step: int, reserve: float) -> bool:
+        """True when no step should follow `step` (`reserve`: seconds kept for the last eval)."""
+        if self.steps and step >= self.steps:
+            return True
+        return bool(self.seconds) and self.elapsed() + reserve >= self.seconds
+
+    def eval_due(self, step: int) -> bool:
+        """Every tenth of the steps, or (with only a time budget) every tenth of the time."""
+        if self.steps:
+            return step % max(1, self.steps // 10) == 0
+        if self.elapsed() >= self.next_eval:
+            self.next_eval += self.seconds / 10
+            return True
+        return False
+
+    def total(self, step: int) -> int:
+        """The expected number of steps, as known after `step` steps."""
+        if not self.seconds:
+            return self.steps
+        estimate = max(step + 1, int(step * self.seconds / max(self.elapsed(), 1e-9)))
+        return min(self.steps, estimate) if self.steps else estimate
+
+
+class _Best:
+    """Validation so far: the starting PSNR, the best PSNR and its weights, evaluations since."""
+
+    def __init__(self, net: AllInOneNet) -> None:
+        self.state = _clone_state(net)
+        self.before: float | None = None
+        self.psnr: float | None = None
+        self.stale = 0
+        self.cost = 0.0
+        """Seconds the last evaluation took."""
+
+    @property
+    def improved(self) -> bool:
+        return self.psnr > self.before
+
+    def evaluate(
+        self, net: AllInOneNet, samples: list[_Sample], device: torch.device, autocast: Callable
+    ) -> float:
+        """Validate `net`, keeping its weights when they beat the best so far; return the PSNR."""
+        started = time.perf_counter()
+        psnr = _val_psnr(net, samples, device, autocast)
+        self.cost = time.perf_counter() - started
+        if self.before is None:
+            self.before = self.psnr = psnr
+        elif psnr > self.psnr:
+            self.psnr, self.state, self.stale = psnr, _clone_state(net), 0
+        else:
+            self.stale += 1
+        return psnr
+
+
+def finetune_steps(
+    restorer: Restorer,
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    axes: str | None = None,
+    rois: Sequence[Rect] | None = None,
+    steps: int | None = None,
+    seconds: float | None = None,
+    val_fraction: float = 0.2,
+    lr: float = 1e-3,
+    adapt: str = "all",
+    patch_size: int = 64,
+    batch_size: int = 8,
+    seed: int = 0,
+    cancel=None,
+) -> Generator[Progress, None, FinetuneResult]:
+    """Fine-tune a copy of `restorer`'s network on (degraded, clean) pairs.
+
+    Stops after `steps` steps or `seconds` seconds, whichever comes first (200 steps when neither
+    is given), or when validation has not improved for `PATIENCE` evaluations; the weights with
+    the best validation PSNR are returned. Yields `Progress` after every step, with `metrics`
+    (`step`, `loss`, `lr`, and `val_psnr` on evaluation steps); `cancel` is checked before every
+    step and raises `Cancelled`.
+    """
+    budget = _Budget(*_check_budget(steps, seconds))
+    _check_options(val_fraction, lr, adapt, patch_size, batch_size)
+    checked = _check_pairs(pairs)
+    samples = _samples(checked, axes, rois, val_fraction)
+    patch = _patch_size(samples, patch_size)
+    net = copy.deepcopy(restorer.net)
+    params = _select(net, adapt)
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    autocast, scaler = _mixed_precision(restorer)
+    rng = np.random.default_rng(seed)
+    areas = np.array([s.train[0].shape[0] * s.train[0].shape[1] for s in samples], float)
+    best = _Best(net) if val_fraction > 0 else None
+    history: list[dict[str, float]] = []
+    if best is not None:
+        best.evaluate(net, samples, restorer.device, autocast)
+        history.append({"step": 0, "val_psnr": best.before})
+        yield Progress(0, budget.total(0), MESSAGE, dict(history[-1]))
+    net.train()
+    step, stop = 0, False
+    while not stop:
+        if is_cancelled(cancel):
+            raise Cancelled("fine-tuning cancelled; the original model is unchanged")
+        step_lr = lr * 0.5 * (1 + math.cos(math.pi * budget.fraction(step)))
+        for group in optimizer.param_groups:
+            group["lr"] = step_lr
+        x, y = _batch(samples, areas / areas.sum(), rng, patch, batch_size, restorer.device)
+        loss = _train_step(net, optimizer, scaler, params, autocast, x, y)
+        step += 1
+        if not math.isfinite(loss):
+            raise InputError(
+                f"fine-tuning diverged at step {step} (the loss is not finite); "
+                "lower the learning rate"
+            )
+        entry = {"step": step, "loss": loss, "lr": step_lr}
+        stop = budget.spent(step, best.cost if best else 0.0)
+        if best is not None and (stop or budget.eval_due(step)):
+            entry["val_psnr"] = best.evaluate(net, samples, restorer.device, autocast)
+            stop = stop or best.stale >= PATIENCE
+        history.append(entry)
+        yield Progress(step, step if stop else budget.total(step), MESSAGE, dict(entry))
+    if best is not None:
+        net.load_state_dict(best.state)
+    training = {
+        "steps": step,
+        "seconds": round(budget.elapsed(), 3),
+        "lr": lr,
+        "adapt": adapt,
+        "val_fraction": val_fraction,
+        "pairs": len(checked),
+        "patch_size": patch,
+    }
+    psnr_before, psnr_after = (best.before, best.psnr) if best else (None, None)
+    return FinetuneResult(
+        restorer=_adapted_restorer(restorer, net, training, psnr_before, psnr_after),
+        psnr_before=psnr_before,
+        psnr_after=psnr_after,
+        history=history,
+        steps=step,
+        seconds=budget.elapsed(),
+        improved=best is None or best.improved,
+    )
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+
+def _check_budget(steps: int | None, seconds: float | None) -> tuple[int | None, float | None]:
+    if steps is None and seconds is None:
+        return DEFAULT_STEPS, None
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise InputError(f"steps must be a positive integer, got {steps}")
+    if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
+        raise InputError(f"seconds must be a positive number, got {seconds}")
+    return (None if steps is None else int(steps)), seconds
+
+
+def _check_options(
+    val_fraction: float, lr: float, adapt: str, patch_size: int, batch_size: int
+) -> None:
+    if not 0 <= val_fraction < 1:
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise InputError(f"the learning rate must be a positive number, got {lr}")
+    if adapt not in ADAPT_MODES:
+        raise InputError(f"unknown adapt {adapt!r}; use one of {', '.join(ADAPT_MODES)}")
+    if patch_size < MIN_PATCH:
+        raise InputError(f"patch_size must be at least {MIN_PATCH}, got {patch_size}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def _check_pairs(pairs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The pairs as a list, each with two arrays of the same shape and usable dtypes."""
+    if hasattr(pairs, "shape") or not pairs:
+        raise InputError("pairs must be a non-empty list of (degraded, clean) arrays")
+    checked = []
+    for n, pair in enumerate(pairs):
+        if hasattr(pair, "shape") or len(pair) != 2:
+            raise InputError(f"pair {n} is not a (degraded, clean) pair of arrays")
+        degraded, clean = pair
+        if tuple(degraded.shape) != tuple(clean.shape):
+            raise InputError(
+                f"pair {n}: the degraded image has shape {tuple(degraded.shape)} but the clean "
+                f"one has {tuple(clean.shape)}; they must match pixel for pixel"
+            )
+        check_dtype(degraded.dtype)
+        check_dtype(clean.dtype)
+        checked.append((degraded, clean))
+    return checked
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def _samples(
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    axes: str | None,
+    rois: Sequence[Rect] | None,
+    val_fraction: float,
+) -> list[_Sample]:
+    """Every region of every plane of every pair, split into training and validation parts."""
+    if rois is not None and len(rois) == 0:
+        raise InputError("rois is empty: give at least one rectangle, or None for whole images")
+    samples = []
+    for degraded, clean in pairs:
+        layout = PlaneLayout.of(degraded.shape, axes)
+        norm = fit_normalization(degraded)
+        regions = _regions(layout.plane_shape, rois)
+        splits = [_split(region, val_fraction) for region in regions]
+        for index in layout.indices():
+            planes = layout.get(degraded, index), layout.get(clean, index)
+            for train, val in splits:
+                samples.append(
+                    _Sample(
+                        train=tuple(_normalised(p, train, norm) for p in planes),
+                        val=None
+                        if val is None
+                        else tuple(_normalised(p, val, norm) for p in planes),
+                    )
+                )
+    return samples
+
+
+def _regions(plane_shape: tuple[int, int], rois: Sequence[Rect] | None) -> list[Rect]:
+    """The rectangles (y0, y1, x0, x1) clipped to the plane; the whole plane without `rois`."""
+    height, width = plane_shape
+    if rois is None:
+        return [(0, height, 0, width)]
+    regions = []
+    for n, roi in enumerate(rois):
+        if len(roi) != 4:
+            raise InputError(f"region {n} must be (y0, y1, x0, x1), got {tuple(roi)}")
+        y0, y1, x0, x1 = (int(round(v)) for v in roi)
+        y0, y1, x0, x1 = min(y0, y1), max(y0, y1), min(x0, x1), max(x0, x1)
+        clipped = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
+        if clipped[1] <= clipped[0] or clipped[3] <= clipped[2]:
+            raise InputError(
+                f"region {n} (y {y0}:{y1}, x {x0}:{x1}) lies outside the {height}x{width} image"
+            )
+        regions.append(clipped)
+    return regions
+
+
+def _split(region: Rect, val_fraction: float) -> tuple[Rect, Rect | None]:
+    """(training, validation) parts: validation is the last strip across the longer side."""
+    y0, y1, x0, x1 = region
+    along_x = x1 - x0 >= y1 - y0
+    start, end = (x0, x1) if along_x else (y0, y1)
+    size = end - start
+    val = 0 if val_fraction == 0 else max(MIN_VAL, round(val_fraction * size))
+    if size - val < MIN_PATCH or min(y1 - y0, x1 - x0) < MIN_PATCH:
+        raise InputError(
+            f"the region y {y0}:{y1}, x {x0}:{x1} is too small: its training part must be at "
+            f"least {MIN_PATCH}x{MIN_PATCH} pixels after setting aside {val} pixels for "
+            f"validation (val_fraction {val_fraction}); draw a larger rectangle"
+        )
+    cut = end - val
+    if val == 0:
+        return region, None
+    if along_x:
+        return (y0, y1, x0, cut), (y0, y1, cut, x1)
+    return (y0, cut, x0, x1), (cut, y1, x0, x1)
+
+
+def _normalised(plane: np.ndarray, rect: Rect, norm: Normalization) -> np.ndarray:
+    """The rectangle of a (H, W) or (H, W, 3|4) plane as (h, w, 1 | 3) float32 network units."""
+    y0, y1, x0, x1 = rect
+    crop = plane[y0:y1, x0:x1]
+    crop = crop[:, :, None] if crop.ndim == 2 else crop[:, :, :3]
+    values = norm.forward(crop)
+    return np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def _patch_size(samples: list[_Sample], patch_size: int) -> int:
+    """`patch_size` rounded down to a multiple of 8 and shrunk to the smallest training part."""
+    smallest = min(min(s.train[0].shape[:2]) for s in samples)
+    multiple = AllInOneNet.multiple
+    return min(patch_size, smallest) // multiple * multiple
+
+
+def _batch(
+    samples: list[_Sample],
+    weights: np.ndarray,
+    rng: np.random.Generator,
+    patch: int,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flipped and rotated patches (degraded, clean), drawn in proportion to area."""
+    degraded, clean = [], []
+    for index in rng.choice(len(samples), size=batch_size, p=weights):
+        source, target = samples[index].train
+        y = rng.integers(0, source.shape[0] - patch + 1)
+        x = rng.integers(0, source.shape[1] - patch + 1)
+        turns, flip = rng.integers(4), bool(rng.integers(2))
+        for out, image in ((degraded, source), (clean, target)):
+            crop = np.rot90(image[y : y + patch, x : x + patch], turns)
+            out.append(crop[:, ::-1] if flip else crop)
+    return _to_tensor(degraded, device), _to_tensor(clean, device)
+
+
+def _to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(h, w, 1 | 3) arrays → a (B, 3, h, w) tensor, grey replicated to three channels."""
+    rgb = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in images]
+    host = torch.from_numpy(np.ascontiguousarray(np.stack(rgb))).permute(0, 3, 1, 2)
+    return host.to(device).contiguous(memory_format=torch.channels_last)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _select(net: AllInOneNet, adapt: str) -> list[torch.nn.Parameter]:
+    """Mark the parameters `adapt` trains as requiring gradients; return them."""
+    chosen = []
+    for name, param in net.named_parameters():
+        trained = adapt == "all" or name.split(".", 1)[0] in ADAPT_PREFIXES
+        param.requires_grad_(trained)
+        if trained:
+            chosen.append(param)
+    return chosen
+
+
+def _mixed_precision(restorer: Restorer) -> tuple[Callable, torch.amp.GradScaler]:
+    """An autocast context factory (reduced precision on CUDA only) and its gradient scaler."""
+    dtype = restorer.autocast_dtype
+    if restorer.device.type != "cuda" or dtype == torch.float32:
+        return contextlib.nullcontext, torch.amp.GradScaler("cpu", enabled=False)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return lambda: torch.autocast("cuda", dtype=dtype), scaler
+
+
+def _train_step(
+    net: AllInOneNet,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    params: list[torch.nn.Parameter],
+    autocast: Callable,
+    degraded: torch.Tensor,
+    clean: torch.Tensor,
+) -> float:
+    """One optimisation step; returns the loss.
+
+    Loss: L1(restored, clean), plus with NDR `NDR_WEIGHT` * L1(degrade(clean), degraded).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        out = net(degraded)
+        loss = F.l1_loss(out.restored.float(), clean)
+        if net.preset.ndr:
+            redegraded = net.degrade(clean, out.representation)
+            loss = loss + NDR_WEIGHT * F.l1_loss(redegraded.float(), degraded)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
+
+
+def _val_psnr(
+    net: AllInOneNet, samples: list[_Sample], device: torch.device, autocast: Callable
+) -> float:
+    """PSNR (data range 1) over every validation part, each restored in one pass.
+
+    Parts are padded by reflection to a multiple of 8 and cropped back; outputs and targets are
+    clipped to [0, 1]; grey outputs are the mean of the three channels, as in `restore`.
+    """
+    was_training = net.training
+    net.eval()
+    squared, count = 0.0, 0
+    with torch.inference_mode(), autocast():
+        for sample in samples:
+            source, target = sample.val
+            x = _to_tensor([source], device)
+            height, width = x.shape[-2:]
+            pad = (0, -width % net.multiple, 0, -height % net.multiple)
+            restored = net(F.pad(x, pad, mode="reflect")).restored[..., :height, :width]
+            restored = restored.float().clamp(0, 1)
+            if target.shape[2] == 1:
+                restored = restored.mean(dim=1, keepdim=True)
+            expected = torch.from_numpy(target).permute(2, 0, 1)[None].to(device).clamp(0, 1)
+            squared += float(((restored - expected) ** 2).sum())
+            count += expected.numel()
+    net.train(was_training)
+    return 10 * math.log10(1 / max(squared / count, 1e-10))
+
+
+def _clone_state(net: AllInOneNet) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _adapted_restorer(
+    parent: Restorer,
+    net: AllInOneNet,
+    training: dict,
+    psnr_before: float | None,
+    psnr_after: float | None,
+) -> Restorer:
+    """A new Restorer around the adapted network, its card naming the parent model."""
+    for param in net.parameters():
+        param.requires_grad_(True)
+    name = parent.card.name
+    card = dataclasses.replace(
+        parent.card,
+        name=f"{name}-finetuned",
+        parent=name,
+        training={"finetune": training},
+        metrics={"val_psnr_before": psnr_before, "val_psnr_after": psnr_after},
+        description=f"{name} fine-tuned on {training['pairs']} pair(s) for {training['steps']} "
+        "steps",
+        weights=None,
+    )
+    return Restorer(net, card, device=str(parent.device), precision=parent.precision)

@@ -1,0 +1,191 @@
+"""Fine-tuning on the CPU with the tiny preset: small synthetic pairs, a few steps."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from allinone.errors import Cancelled, InputError
+from allinone.infer.restorer import Restorer
+from allinone.train import finetune
+from allinone.train.finetune import ADAPT_PREFIXES, FinetuneResult
+
+FAST = {"patch_size": 32, "batch_size": 4}
+SIZE = 64
+STEPS = 20
+
+
+def _pair(seed: int = 0, shape: tuple[int, ...] = (SIZE, SIZE)) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth uint16 image and a noisy copy of it."""
+    rng = np.random.default_rng(seed)
+    smooth = gaussian_filter(rng.standard_normal(shape), 3)
+    smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+    noisy = smooth + rng.normal(0, 0.1, shape)
+    clean = (smooth * 40_000 + 10_000).astype(np.uint16)
+    degraded = np.clip(noisy * 40_000 + 10_000, 0, 65_535).astype(np.uint16)
+    return degraded, clean
+
+
+def _tiny() -> Restorer:
+    return Restorer.from_pretrained("tiny", device="cpu")
+
+
+def _state(restorer: Restorer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in restorer.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def tuned() -> tuple[Restorer, dict[str, torch.Tensor], FinetuneResult, list]:
+    """One short run shared by the tests that only read its result."""
+    restorer = _tiny()
+    before = _state(restorer)
+    updates: list = []
+    job = restorer.finetune_steps([_pair()], steps=STEPS, **FAST)
+    while True:
+        try:
+            updates.append(next(job))
+        except StopIteration as stop:
+            return restorer, before, stop.value, updates
+
+
+def test_finetuning_raises_validation_psnr(tuned) -> None:
+    restorer, _, result, _ = tuned
+    assert result.improved and result.steps == STEPS
+    assert result.psnr_after > result.psnr_before + 0.5
+    degraded, clean = _pair()
+    val = np.s_[:, SIZE - round(0.2 * SIZE) :]  # the validation strip: the last 20 % of columns
+
+    def error(r: Restorer) -> float:
+        restored = r.restore(degraded, tile=0).astype(float)
+        return float(np.mean((restored[val] - clean[val]) ** 2))
+
+    assert error(result.restorer) < error(restorer)
+
+
+def test_original_restorer_is_untouched(tuned) -> None:
+    restorer, before, result, _ = tuned
+    assert _same(_state(restorer), before)
+    assert result.restorer is not restorer and result.restorer.net is not restorer.net
+    assert not _same(_state(result.restorer), before)
+
+
+def test_progress_and_history(tuned) -> None:
+    _, _, result, updates = tuned
+    assert [u.done for u in updates] == list(range(STEPS + 1))
+    assert updates[-1].total == updates[-1].done == STEPS
+    assert all(u.message == "fine-tuning" for u in updates)
+    assert updates[0].metrics == {"step": 0, "val_psnr": result.psnr_before}
+    assert all({"step", "loss"} <= u.metrics.keys() for u in updates[1:])
+    evaluated = [u.metrics["step"] for u in updates if "val_psnr" in u.metrics]
+    assert evaluated == list(range(0, STEPS + 1, STEPS // 10))
+    assert max(h["val_psnr"] for h in result.history if "val_psnr" in h) == result.psnr_after
+    assert len(result.history) == STEPS + 1 and result.seconds > 0
+
+
+def test_card_and_save_reload(tuned, tmp_path: Path) -> None:
+    _, _, result, _ = tuned
+    card = result.restorer.card
+    assert card.parent == "tiny"
+    assert card.training["finetune"]["steps"] == STEPS
+    assert card.training["finetune"]["adapt"] == "all"
+    assert card.metrics == {
+        "val_psnr_before": result.psnr_before,
+        "val_psnr_after": result.psnr_after,
+    }
+    path = result.save(tmp_path / "mine")
+    assert path == tmp_path / "mine.safetensors" and path.with_suffix(".json").is_file()
+    reloaded = Restorer.from_pretrained(path, device="cpu")
+    assert reloaded.card.parent == "tiny"
+    degraded, _ = _pair(1)
+    expected = result.restorer.restore(degraded, tile=0)
+    np.testing.assert_array_equal(reloaded.restore(degraded, tile=0), expected)
+
+
+def test_adapt_degradation_trains_only_the_degradation_modules() -> None:
+    restorer = _tiny()
+    before = _state(restorer)
+    result = restorer.finetune([_pair()], steps=2, val_fraction=0, adapt="degradation", **FAST)
+    after = _state(result.restorer)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.split(".", 1)[0] in ADAPT_PREFIXES for k in changed)
+    assert any(k.startswith("queries") for k in changed)
+    assert result.psnr_before is None and result.psnr_after is None and result.improved
+
+
+def test_same_seed_same_run() -> None:
+    def losses(seed: int) -> list[float]:
+        result = _tiny().finetune([_pair()], steps=3, seed=seed, val_fraction=0, **FAST)
+        return [entry["loss"] for entry in result.history]
+
+    first = losses(0)
+    assert losses(0) == first
+    assert losses(1) != first
+
+
+def test_cancel_stops_and_leaves_the_original_untouched() -> None:
+    restorer = _tiny()
+    before = _state(restorer)
+    stop = threading.Event()
+    progress: list[int] = []
+
+    def on_progress(done: int, total: int) -> None:
+        progress.append(done)
+        if done >= 1:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        restorer.finetune([_pair()], steps=50, progress=on_progress, cancel=stop, **FAST)
+    assert progress[-1] == 1
+    assert _same(_state(restorer), before)
+    job = restorer.finetune_steps([_pair()], steps=50, cancel=lambda: True, **FAST)
+    next(job)  # the first validation
+    with pytest.raises(Cancelled):
+        next(job)
+
+
+def test_rois_and_rgb_stacks() -> None:
+    degraded, clean = _pair(2, (2, 80, 96))
+    result = _tiny().finetune(
+        [(degraded, clean)], axes="ZYX", rois=[(0, 60, 10, 200)], steps=1, **FAST
+    )
+    assert result.steps == 1 and result.psnr_before is not None
+    rgb = tuple(np.stack([a] * 3, axis=-1) for a in _pair(3))
+    assert _tiny().finetune([rgb], steps=1, **FAST).steps == 1
+
+
+def test_no_improvement_returns_the_original_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = iter([30.0] + [20.0] * 100)
+    monkeypatch.setattr(finetune, "_val_psnr", lambda *args: next(scores))
+    restorer = _tiny()
+    result = restorer.finetune([_pair()], steps=20, **FAST)
+    assert result.steps == 2 * finetune.PATIENCE  # evaluated every 2 steps, never better
+    assert not result.improved and result.psnr_before == result.psnr_after == 30.0
+    assert _same(_state(result.restorer), _state(restorer))
+
+
+@pytest.mark.parametrize(
+    ("pairs", "options", "message"),
+    [
+        ([(np.zeros((64, 64)), np.zeros((64, 32)))], {}, r"\(64, 64\).*\(64, 32\)"),
+        ([_pair()], {"rois": [(100, 120, 0, 64)]}, "outside"),
+        ([_pair()], {"rois": [(0, 20, 0, 20)]}, "too small"),
+        ([_pair()], {"rois": []}, "at least one rectangle"),
+        ([_pair()], {"adapt": "everything"}, "unknown adapt"),
+        ([_pair()], {"val_fraction": 1.0}, "val_fraction"),
+        ([_pair()], {"steps": 0}, "steps"),
+        ([], {}, "non-empty"),
+        (_pair(), {}, r"not a \(degraded, clean\) pair"),
+    ],
+)
+def test_bad_inputs(pairs, options: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        _tiny().finetune(pairs, **options)
