@@ -75,6 +75,22 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tile",
+        type=_positive_int,
+        metavar="N",
+        help="process N x N tiles (default: chosen from the image size and the device)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=_non_negative_int,
+        default=32,
+        metavar="N",
+        help="overlap between tiles in pixels (default: 32)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -96,19 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, metavar="OUTPUT", help="a .tif, .png or .jpg file"
     )
     _add_model_options(restore)
-    restore.add_argument(
-        "--tile",
-        type=_positive_int,
-        metavar="N",
-        help="process N x N tiles (default: chosen from the image size and the device)",
-    )
-    restore.add_argument(
-        "--overlap",
-        type=_non_negative_int,
-        default=32,
-        metavar="N",
-        help="overlap between tiles in pixels (default: 32)",
-    )
+    _add_tiling_options(restore)
     restore.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
     analyze = commands.add_parser(
@@ -170,6 +174,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default="benchmarks/RESULTS.md", metavar="MD", help="the Markdown report"
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+
+    batch = commands.add_parser(
+        "batch",
+        help="restore many files on a dask cluster",
+        description="Restore each INPUT into OUTDIR (same file name, dtype, axes and metadata) "
+        "with dask.distributed: a local cluster by default, or the one at --scheduler. Outputs "
+        "that exist are complete (writes are atomic) and are skipped unless --overwrite.",
+    )
+    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="the images to restore")
+    batch.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder")
+    _add_model_options(batch)
+    _add_tiling_options(batch)
+    batch.add_argument(
+        "--scheduler", metavar="ADDRESS", help="an existing cluster, e.g. tcp://host:8786"
+    )
+    batch.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="local worker processes, 1 thread each (default: one a GPU, else 1)",
+    )
+    batch.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    batch.add_argument(
+        "--retries",
+        type=_non_negative_int,
+        default=1,
+        metavar="N",
+        help="retry a failed file N times (default: 1)",
+    )
     return parser
 
 
@@ -265,6 +298,40 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from allinone.batch import BatchOptions, run_batch
+
+    options = BatchOptions(
+        model=args.model,
+        device=args.device,
+        precision=args.precision,
+        axes=args.axes,
+        tile=args.tile,
+        overlap=args.overlap,
+    )
+
+    def done(source: Path, error: str | None) -> None:
+        _print_line(f"failed {source}: {error}" if error else f"restored {source}")
+
+    report = run_batch(
+        args.inputs,
+        args.outdir,
+        options,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        retries=args.retries,
+        on_done=done,
+    )
+    for output in report.skipped:
+        _print_line(f"skipped {output} (it exists; --overwrite redoes it)")
+    _print_line(
+        f"{len(report.written)} restored, {len(report.skipped)} skipped, "
+        f"{len(report.failed)} failed"
+    )
+    return 1 if report.failed else 0
+
+
 def _print_line(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -283,6 +350,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": _cmd_models,
     "train": _cmd_train,
     "eval": _cmd_eval,
+    "batch": _cmd_batch,
 }
 
 
