@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train (or continue training) a model on synthesised degradations",
         description="Train a preset with NDR's bidirectional optimisation. A run resumes "
-        "exactly from the checkpoint in OUT when there is one.",
+        "exactly from the checkpoint in OUT when there is one. Launched by torchrun "
+        "(torchrun --nproc_per_node=N -m allinone.cli train ...), each process trains a "
+        "DistributedDataParallel replica on its own data stream.",
     )
     train.add_argument("--config", required=True, metavar="JSON", help="e.g. configs/small.json")
     train.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, log)")
@@ -265,11 +267,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig.from_file(args.config, steps=args.steps)
     trainer = Trainer(config, Path(args.out), data=args.data, device=resolve_device(args.device))
-    print(f"training {config.preset} from step {trainer.step} to {config.steps}", file=sys.stderr)
-    trainer.run(seconds=args.seconds, report=_print_training_record)
-    if args.export:
-        path = trainer.export(Path(args.export), name=Path(args.export).stem)
-        print(f"exported {path}", file=sys.stderr)
+    try:
+        if trainer.is_main:
+            ranks = (
+                f" on {trainer.dist.world_size} processes" if trainer.dist.world_size > 1 else ""
+            )
+            _print_line(
+                f"training {config.preset} from step {trainer.step} to {config.steps}{ranks}"
+            )
+        trainer.run(seconds=args.seconds, report=_print_training_record)
+        if args.export and trainer.is_main:
+            path = trainer.export(Path(args.export), name=Path(args.export).stem)
+            _print_line(f"exported {path}")
+    finally:
+        trainer.close()
     return 0
 
 

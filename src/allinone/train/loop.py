@@ -5,18 +5,29 @@ network with the same representation; the loss is L1(restored, clean) + w_d * L1
 degraded) + w_c * BCE(composition, labels). w_d ramps linearly from 0 to `degrade_weight` over the
 first `degrade_warmup` steps (the representation first learns to help restoring, then to explain
 the degradation); w_c is constant. The learning rate warms up linearly, then follows a cosine.
+
+Launched by `torchrun --nproc_per_node=N -m allinone.cli train ...` (WORLD_SIZE > 1), each process
+trains the same network under DistributedDataParallel (gloo on the CPU, nccl on CUDA, one GPU per
+local rank) on its own data stream (seeds offset by the rank), with `batch_size` patches each;
+only rank 0 validates and writes logs, checkpoints and exports. Checkpoints keep every rank's
+random-generator states, so a resumed run continues each stream; a multi-node run needs the run
+folder on a filesystem that every node sees.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from allinone.errors import InputError
 from allinone.models import AllInOneNet, build_network
@@ -85,6 +96,54 @@ class TrainConfig:
         return self.degrade_weight * min(1.0, step / max(1, self.degrade_warmup))
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a `torchrun` job: rank 0 of 1 when not launched by torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join torchrun's process group when WORLD_SIZE > 1; return the job and this rank's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(), device
+    job = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", job.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return job, device
+
+
+class Objective(nn.Module):
+    """The network and its loss as one module, so DistributedDataParallel sees every use."""
+
+    def __init__(self, net: AllInOneNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self,
+        degraded: torch.Tensor,
+        clean: torch.Tensor,
+        labels: torch.Tensor | None,
+        degrade_weight: float,
+        composition_weight: float,
+    ) -> dict[str, torch.Tensor]:
+        output = self.net(degraded)
+        return bidirectional_loss(
+            self.net, output, clean, degraded, labels, degrade_weight, composition_weight
+        )
+
+
 class Trainer:
     """Owns the network, optimiser, samplers and generators of one run in `out_dir`."""
 
@@ -97,7 +156,8 @@ class Trainer:
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
-        self.device = torch.device(device)
+        self.dist, self.device = init_distributed(torch.device(device))
+        stream_seed = config.seed + 2 * self.dist.rank
         torch.manual_seed(config.seed)
         self.net: AllInOneNet = build_network(config.preset).to(self.device)
         self.optimizer = torch.optim.AdamW(
@@ -108,12 +168,23 @@ class Trainer:
         self.sources = {"photos": len(photos), "microscopy": len(micro), "root": str(root)}
         images = ImageSet(load_images(photos), load_images(micro))
         self.sampler = PatchSampler(
-            images, config.patch_size, config.microscopy_fraction, config.seed
+            images, config.patch_size, config.microscopy_fraction, stream_seed
         )
-        self.synth = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.synth = torch.Generator(device=self.device).manual_seed(stream_seed + 1)
         self.validation = self._validation_set(load_images(validation))
         self.step = 0
         self.resume()
+        self.objective: nn.Module = Objective(self.net)
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(
+                self.objective, device_ids=ids, find_unused_parameters=True
+            )
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that validates and writes (rank 0)."""
+        return self.dist.is_main
 
     def _validation_set(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         sampler = PatchSampler(ImageSet(images, []), self.config.patch_size, 0.0, seed=12345)
@@ -137,12 +208,9 @@ class Trainer:
         clean, batch = degrade_batch(photos, micro, self.synth)
         self.net.train()
         with self._amp():
-            output = self.net(batch.degraded)
-            terms = bidirectional_loss(
-                self.net,
-                output,
-                clean,
+            terms = self.objective(
                 batch.degraded,
+                clean,
                 batch.labels,
                 config.degrade_weight_at(self.step),
                 config.composition_weight,
@@ -152,7 +220,21 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return self._mean_over_ranks(terms)
+
+    def _mean_over_ranks(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        values = torch.stack([v.detach().float() for v in terms.values()])
+        if self.dist.world_size > 1:
+            dist.all_reduce(values)
+            values /= self.dist.world_size
+        return dict(zip(terms, values.tolist(), strict=True))
+
+    def _any_rank(self, flag: bool) -> bool:
+        if self.dist.world_size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -170,12 +252,27 @@ class Trainer:
             "val_input_psnr": float(torch.cat(inputs).mean()),
         }
 
+    def _stream_states(self) -> dict[str, torch.Tensor]:
+        """Every rank's data-stream generator states (a collective call when distributed)."""
+        own = {"rng.sampler": self.sampler.state(), "rng.synth": self.synth.get_state()}
+        if self.dist.world_size == 1:
+            return own
+        ranks: list = [None] * self.dist.world_size
+        dist.all_gather_object(ranks, own)
+        states = dict(ranks[0])
+        for rank in range(1, self.dist.world_size):
+            states.update({f"{k}.rank{rank}": v for k, v in ranks[rank].items()})
+        return states
+
     def checkpoint(self) -> None:
+        """Save the run (called on every rank; rank 0 writes)."""
+        streams = self._stream_states()
+        if not self.is_main:
+            return
         tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
         tensors.update(optimizer_tensors(self.optimizer))
         tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.sampler"] = self.sampler.state()
-        tensors["rng.synth"] = self.synth.get_state()
+        tensors.update(streams)
         state = {"step": self.step, "config": asdict(self.config)}
         save_checkpoint(self.out_dir / "checkpoint", tensors, state)
 
@@ -191,11 +288,16 @@ class Trainer:
         self.net.load_state_dict(model)
         restore_optimizer(self.optimizer, tensors)
         torch.set_rng_state(tensors["rng.torch"])
-        self.sampler.set_state(tensors["rng.sampler"])
-        self.synth.set_state(tensors["rng.synth"])
+        suffix = f".rank{self.dist.rank}" if self.dist.rank else ""
+        if f"rng.sampler{suffix}" in tensors:  # else a rank the saved run did not have
+            self.sampler.set_state(tensors[f"rng.sampler{suffix}"])
+            self.synth.set_state(tensors[f"rng.synth{suffix}"])
         self.step = int(state["step"])
 
     def log(self, record: dict) -> None:
+        """Append `record` to the run's log (rank 0 only)."""
+        if not self.is_main:
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / "log.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -206,22 +308,31 @@ class Trainer:
         seconds: float | None = None,
         report: Callable[[dict], None] | None = None,
     ) -> None:
-        """Train to step `until` (default: the config's steps) or for `seconds`, checkpointing."""
+        """Train to step `until` (default: the config's steps) or for `seconds`, checkpointing.
+
+        `report(record)` is called after each step on rank 0.
+        """
         until = self.config.steps if until is None else min(until, self.config.steps)
         start = time.monotonic()
         while self.step < until:
             terms = self.train_step()
             record = {"step": self.step, "lr": self.config.learning_rate(self.step - 1), **terms}
-            if self.step % self.config.validate_every == 0 or self.step == until:
+            due = self.step % self.config.validate_every == 0 or self.step == until
+            if due and self.is_main:
                 record.update(self.validate())
             self.log(record)
-            if report is not None:
+            if report is not None and self.is_main:
                 report(record)
-            out_of_time = seconds is not None and time.monotonic() - start > seconds
+            out_of_time = seconds is not None and self._any_rank(time.monotonic() - start > seconds)
             if self.step % self.config.checkpoint_every == 0 or self.step == until or out_of_time:
                 self.checkpoint()
             if out_of_time:
                 break
+
+    def close(self) -> None:
+        """Leave the process group, if this run joined one."""
+        if self.dist.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
     def export(self, path: Path, name: str, description: str = "") -> Path:
         """Save the current network as a model (weights + card) at `path`."""
