@@ -58,7 +58,7 @@ class ModelCard:
         card = cls(**{k: v for k, v in data.items() if k in known})
         if card.architecture != "AllInOneNet":
             raise ModelFileError(f"{source}: unknown architecture {card.architecture!r}")
-        if list(card.types) != list(DEGRADATIONS):
+        if not isinstance(card.types, list) or list(card.types) != list(DEGRADATIONS):
             raise ModelFileError(f"{source}: the card's types {card.types} are not {DEGRADATIONS}")
         if not isinstance(card.preset, dict):
             raise ModelFileError(f"{source}: the card's preset is not an object")
