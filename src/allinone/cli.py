@@ -44,6 +44,17 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name, comma-separated")
+    return names
+
+
+def _sizes(text: str) -> list[int]:
+    return [_positive_int(size) for size in _names(text)]
+
+
 def _axes(text: str) -> str:
     return text.strip().upper()
 
@@ -205,6 +216,53 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="retry a failed file N times (default: 1)",
     )
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure throughput and memory",
+        description="Measure restoration throughput (megapixels/s), peak memory, tiling "
+        "overhead, FLOPs a pixel and the fraction of the GPU's bf16 peak, for each model, "
+        "device, precision and image size, plus a stack of slices; print a Markdown table.",
+    )
+    bench.add_argument(
+        "--presets",
+        type=_names,
+        default=["default", "small", "paper"],
+        metavar="LIST",
+        help="models or presets; ratios are to the first (default: default,small,paper)",
+    )
+    bench.add_argument(
+        "--devices", type=_names, default=["auto"], metavar="LIST", help="e.g. cpu,cuda"
+    )
+    bench.add_argument(
+        "--precisions",
+        type=_names,
+        default=["fp32", "bf16"],
+        metavar="LIST",
+        help="fp32, bf16, fp16 (reduced precision on CUDA only; default: fp32,bf16)",
+    )
+    bench.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=[256, 512, 1024, 2048, 4096],
+        metavar="LIST",
+        help="square image sizes; keep them small on a CPU (default: 256,...,4096)",
+    )
+    bench.add_argument(
+        "--stack",
+        type=_non_negative_int,
+        default=64,
+        metavar="N",
+        help="also a stack of N slices of the smallest size (0: none; default: 64)",
+    )
+    bench.add_argument(
+        "--tile", type=_positive_int, metavar="N", help="tile size (default: the device's)"
+    )
+    bench.add_argument(
+        "--repeats", type=_positive_int, default=3, metavar="N", help="timed runs (default: 3)"
+    )
+    bench.add_argument("--compile", action="store_true", help="torch.compile the network")
+    bench.add_argument("--output", metavar="MD", help="also write the table to this file")
     return parser
 
 
@@ -343,6 +401,31 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from allinone.bench import BenchConfig, run_bench, to_markdown
+
+    config = BenchConfig(
+        models=args.presets,
+        devices=args.devices,
+        precisions=args.precisions,
+        sizes=args.sizes,
+        stack=args.stack,
+        repeats=args.repeats,
+        tile=args.tile,
+        compile=args.compile,
+        log=_print_line,
+    )
+    rows, skipped = run_bench(config)
+    report = to_markdown(rows, skipped, config, "allinone " + " ".join(sys.argv[1:]))
+    print(report)
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report, encoding="utf-8")
+        _print_line(f"wrote {output}")
+    return 0 if rows else 1
+
+
 def _print_line(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -362,6 +445,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _cmd_train,
     "eval": _cmd_eval,
     "batch": _cmd_batch,
+    "bench": _cmd_bench,
 }
 
 

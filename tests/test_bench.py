@@ -1,0 +1,28 @@
+"""`allinone bench` on the CPU with the tiny preset."""
+
+from __future__ import annotations
+
+import torch
+
+from allinone.bench import BF16_PEAK_TFLOPS, bf16_peak
+from allinone.cli import main
+
+
+def test_bench_prints_and_writes_a_table(tmp_path, capsys):
+    output = tmp_path / "PERF.md"
+    argv = ["bench", "--presets", "tiny", "--devices", "cpu", "--precisions", "fp32,bf16"]
+    argv += ["--sizes", "64", "--stack", "2", "--repeats", "1", "--output", str(output)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == output.read_text().strip()
+    rows = [line for line in printed.splitlines() if line.startswith("| tiny")]
+    assert [row.split(" | ")[3] for row in rows] == ["64²", "2×64²"]
+    for row in rows:
+        cells = row.split(" | ")
+        assert float(cells[5]) > 0 and float(cells[12]) > 0
+    assert "tiny on cpu in bf16: bf16 is only used on CUDA" in printed
+
+
+def test_bf16_peaks():
+    assert bf16_peak(torch.device("cpu")) is None
+    assert BF16_PEAK_TFLOPS["H100"] == BF16_PEAK_TFLOPS["H200"] == 989.0
