@@ -30,7 +30,10 @@ class Normalization:
         values = np.asarray(y, dtype=np.float64) * self.scale + self.offset
         if np.issubdtype(self.dtype, np.integer):
             info = np.iinfo(self.dtype)
-            return np.clip(np.rint(values), info.min, info.max).astype(self.dtype)
+            high = float(info.max)
+            if int(high) > info.max:  # 64-bit: the float rounds up out of range, and would wrap
+                high = float(np.nextafter(high, 0.0))
+            return np.clip(np.rint(values), info.min, high).astype(self.dtype)
         if self.dtype == np.float16:
             info = np.finfo(np.float16)
             values = np.clip(values, info.min, info.max)
