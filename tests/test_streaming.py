@@ -147,3 +147,25 @@ def test_out_of_memory_on_the_cpu_is_raised():
 
     with pytest.raises(torch.cuda.OutOfMemoryError):
         _run(image, never, torch.device("cpu"), fallback=lambda: torch.device("cpu"))
+
+
+def test_restorer_goes_on_on_the_cpu_then_returns_to_its_device(monkeypatch):
+    restorer = Restorer.from_pretrained("tiny", device="cpu")
+    restorer.device = torch.device("meta")
+    moves: list[torch.device] = []
+    monkeypatch.setattr(
+        restorer.net, "to", lambda device: moves.append(torch.device(device)) or restorer.net
+    )
+
+    def gpu_full(x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return _stand_in(x)
+
+    monkeypatch.setattr(restorer, "_restore_forward", gpu_full)
+    image = np.full((40, 50), 100, dtype=np.uint8)
+    with pytest.warns(RuntimeWarning, match="going on on the CPU"):
+        restored = restorer.restore(image, tile=0)
+    assert np.all(restored == round(100 * 0.5 + 0.25 * 255))
+    assert moves == [torch.device("cpu"), torch.device("meta")]
+    assert restorer.device == torch.device("meta")
