@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from allinone import __version__
-from allinone.errors import AllInOneError
+from allinone.errors import AllInOneError, InputError, OutputExistsError
 from allinone.types import DEGRADATIONS
 
 if TYPE_CHECKING:
@@ -53,6 +53,13 @@ def _names(text: str) -> list[str]:
 
 def _sizes(text: str) -> list[int]:
     return [_positive_int(size) for size in _names(text)]
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
 
 
 def _axes(text: str) -> str:
@@ -263,6 +270,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--compile", action="store_true", help="torch.compile the network")
     bench.add_argument("--output", metavar="MD", help="also write the table to this file")
+
+    finetune = commands.add_parser(
+        "finetune",
+        help="adapt a model to your own degraded/clean image pairs",
+        description="Fine-tune a copy of --model on one or more (DEGRADED, CLEAN) pairs of "
+        "images of the same shape and save it to OUTPUT (.safetensors + .json card). A strip "
+        "of each image (or --roi rectangle) is held out for validation; the weights with the best "
+        "validation PSNR are kept.",
+    )
+    finetune.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="the images in pairs: DEGRADED CLEAN [DEGRADED CLEAN ...]",
+    )
+    finetune.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="the new model's .safetensors file"
+    )
+    _add_model_options(finetune)
+    finetune.add_argument(
+        "--roi",
+        action="append",
+        nargs=4,
+        type=int,
+        metavar=("Y0", "Y1", "X0", "X1"),
+        help="train and validate inside this rectangle only (repeat for more; default: whole "
+        "images)",
+    )
+    finetune.add_argument(
+        "--steps", type=_positive_int, metavar="N", help="at most N steps (default: 200)"
+    )
+    finetune.add_argument(
+        "--seconds", type=_positive_float, metavar="S", help="stop after S seconds"
+    )
+    finetune.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="share of each region held out for validation, 0 for none (default: 0.2)",
+    )
+    finetune.add_argument(
+        "--lr", type=_positive_float, default=1e-3, metavar="LR", help="default: 0.001"
+    )
+    finetune.add_argument(
+        "--adapt",
+        choices=("all", "degradation"),
+        default="all",
+        help="train every parameter, or only the degradation modules (default: all)",
+    )
+    finetune.add_argument(
+        "--patch-size", type=_positive_int, default=64, metavar="N", help="default: 64"
+    )
+    finetune.add_argument(
+        "--batch-size", type=_positive_int, default=8, metavar="N", help="default: 8"
+    )
+    finetune.add_argument("--seed", type=int, default=0, metavar="N", help="default: 0")
+    finetune.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    finetune.add_argument("--json", action="store_true", help="print a JSON summary")
     return parser
 
 
@@ -426,6 +492,52 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0 if rows else 1
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from allinone.io import read_image
+
+    if len(args.images) % 2:
+        raise InputError("give the images in pairs: DEGRADED CLEAN [DEGRADED CLEAN ...]")
+    output = _model_output(args.output, args.overwrite)
+    images = [read_image(path) for path in args.images]
+    pairs = [(d.array, c.array) for d, c in zip(images[::2], images[1::2], strict=True)]
+    restorer = _load_restorer(args)
+    job = restorer.finetune_steps(
+        pairs,
+        axes=args.axes or images[0].axes,
+        rois=args.roi,
+        steps=args.steps,
+        seconds=args.seconds,
+        val_fraction=args.val_fraction,
+        lr=args.lr,
+        adapt=args.adapt,
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    while True:
+        try:
+            update = next(job)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if "val_psnr" in update.metrics:
+            _print_training_record(update.metrics)
+    path = result.save(output)
+    summary = {
+        "output": str(path),
+        "model": result.restorer.card.name,
+        "parent": restorer.card.name,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 3),
+        "psnr_before": result.psnr_before,
+        "psnr_after": result.psnr_after,
+        "improved": result.improved,
+    }
+    print(json.dumps(summary) if args.json else _finetune_summary(result, restorer.card.name))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _print_line(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -445,6 +557,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _cmd_train,
     "eval": _cmd_eval,
     "batch": _cmd_batch,
+    "finetune": _cmd_finetune,
     "bench": _cmd_bench,
 }
 
@@ -456,6 +569,31 @@ def _load_restorer(args: argparse.Namespace) -> Restorer:
     from allinone.infer.restorer import Restorer
 
     return Restorer.from_pretrained(args.model, device=args.device, precision=args.precision)
+
+
+def _model_output(text: str, overwrite: bool) -> Path:
+    """The weights path a model is saved to, refused early when it or its card exists."""
+    from allinone.weights import card_path
+
+    path = Path(text)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    for target in (path, card_path(path)):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it.")
+    return path
+
+
+def _finetune_summary(result, parent: str) -> str:
+    head = f"fine-tuned {parent} for {result.steps} steps ({result.seconds:.1f} s): "
+    if result.psnr_before is None:
+        return head + "no validation (--val-fraction 0)"
+    if not result.improved:
+        return head + (
+            f"validation PSNR never beat the original model's {result.psnr_before:.2f} dB; "
+            "the saved weights are the original ones"
+        )
+    return head + f"validation PSNR {result.psnr_before:.2f} -> {result.psnr_after:.2f} dB"
 
 
 @contextlib.contextmanager

@@ -114,7 +114,7 @@ class _Budget:
         return min(1.0, max(by_steps, by_time))
 
     def spent(self, step: int, reserve: float) -> bool:
-        """True when no step should follow `step` (`reserve`: seconds kept for the last eval)."""
+        """True when no step should follow `step` (`reserve`: seconds a step and an eval take)."""
         if self.steps and step >= self.steps:
             return True
         return bool(self.seconds) and self.elapsed() + reserve >= self.seconds
@@ -216,8 +216,10 @@ def finetune_steps(
         step_lr = lr * 0.5 * (1 + math.cos(math.pi * budget.fraction(step)))
         for group in optimizer.param_groups:
             group["lr"] = step_lr
+        started = time.perf_counter()
         x, y = _batch(samples, areas / areas.sum(), rng, patch, batch_size, restorer.device)
         loss = _train_step(net, optimizer, scaler, params, autocast, x, y)
+        step_cost = time.perf_counter() - started
         step += 1
         if not math.isfinite(loss):
             raise InputError(
@@ -225,7 +227,7 @@ def finetune_steps(
                 "lower the learning rate"
             )
         entry = {"step": step, "loss": loss, "lr": step_lr}
-        stop = budget.spent(step, best.cost if best else 0.0)
+        stop = budget.spent(step, step_cost + (best.cost if best else 0.0))
         if best is not None and (stop or budget.eval_due(step)):
             entry["val_psnr"] = best.evaluate(net, samples, restorer.device, autocast)
             stop = stop or best.stale >= PATIENCE
