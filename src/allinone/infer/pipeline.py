@@ -85,7 +85,8 @@ class PlaneSource:
             return None
         if all(np.isfinite(chunk).all() for chunk in self.chunks(index)):
             return None
-        return finite_median(lambda: self.chunks(index)) or 0.0
+        median = finite_median(lambda: self.chunks(index))
+        return median if np.isfinite(median) else 0.0  # 0 when no value is finite
 
     def network_input(self, pixels: np.ndarray, fill) -> np.ndarray:
         """(h, w, 3) float32 network input of source pixels (grey repeated, alpha dropped)."""
