@@ -293,6 +293,16 @@ class Trainer:
             self.sampler.set_state(tensors[f"rng.sampler{suffix}"])
             self.synth.set_state(tensors[f"rng.synth{suffix}"])
         self.step = int(state["step"])
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Drop log records past the checkpoint, which a resumed run is about to redo."""
+        path = self.out_dir / "log.jsonl"
+        if not self.is_main or not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line and json.loads(line)["step"] <= self.step]
+        path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, record: dict) -> None:
         """Append `record` to the run's log (rank 0 only)."""
