@@ -74,8 +74,8 @@ def test_restorer_is_loaded_once_per_model_and_device():
 
 
 def test_cli_batch(files, tmp_path, monkeypatch, capsys):
-    local = batch.cluster_client
-    monkeypatch.setattr(batch, "cluster_client", lambda s, w, processes=True: local(s, w, False))
+    run = batch.run_batch
+    monkeypatch.setattr(batch, "run_batch", lambda *args, **kw: run(*args, **kw, processes=False))
     status = main(["batch", *map(str, files[1:3]), "-o", str(tmp_path / "cli"), "--model", "tiny"])
     assert status == 1
     err = capsys.readouterr().err

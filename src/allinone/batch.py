@@ -42,7 +42,8 @@ class BatchOptions:
     tile: int | None = None
     overlap: int = 32
     torch_threads: int | None = None
-    """CPU threads a worker's torch uses (dask workers start with one)."""
+    """CPU threads a worker's torch uses (local worker processes start with one: `run_batch`
+    shares the CPUs among them)."""
 
 
 @dataclass
@@ -178,7 +179,7 @@ def run_batch(
     if not todo:
         return report
     workers = workers or default_workers()
-    if scheduler is None and options.torch_threads is None:
+    if scheduler is None and processes and options.torch_threads is None:
         options = _with_threads(options, workers)
     from distributed import as_completed
 
