@@ -1,0 +1,75 @@
+"""Shared fixtures for the engine tests: small seeded networks and Restorers on the CPU."""
+
+from __future__ import annotations
+
+import os
+
+# One intra-op thread: the tests use tiny tensors, for which a second OpenMP thread only adds
+# synchronisation; on a shared, busy machine two spinning threads slow every op down a hundredfold.
+# Set before torch is first imported (here or in a subprocess, which inherits it); an explicit
+# OMP_NUM_THREADS from the caller wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+
+def randomize_zero_init(net, scale: float = 0.1, seed: int = 1):
+    """Give every all-zero parameter (NAF beta/gamma, injection modulation, perturbation
+    projection, attention logits) small seeded random values, so the network is far from its
+    near-identity initialisation; returns `net`."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            if not torch.count_nonzero(parameter):
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+    return net
+
+
+def identity_net():
+    """A tiny network whose output is exactly its input (the final convolution is zeroed)."""
+    import torch
+
+    from allinone.models import build_network
+
+    torch.manual_seed(0)
+    net = build_network("tiny")
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+    return net
+
+
+def make_restorer(net, name: str = "test"):
+    """A CPU Restorer around `net`, with a card that matches it."""
+    from allinone.infer.restorer import Restorer
+    from allinone.weights import ModelCard
+
+    card = ModelCard(name=name, preset=net.preset.to_dict(), training={"steps": 0})
+    return Restorer(net, card, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_restorer():
+    """The `tiny` preset (seeded, untrained) on the CPU; tests must not modify it."""
+    from allinone.infer.restorer import Restorer
+
+    return Restorer.from_pretrained("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def random_restorer():
+    """A `tiny` network with its zero-initialised parameters randomised: far from the identity."""
+    import torch
+
+    from allinone.models import build_network
+
+    torch.manual_seed(0)
+    return make_restorer(randomize_zero_init(build_network("tiny")), "tiny-randomised")
+
+
+@pytest.fixture(scope="session")
+def identity_restorer():
+    """A Restorer whose network returns its input unchanged."""
+    return make_restorer(identity_net(), "identity")

@@ -1,0 +1,292 @@
+"""Training: data selection, the bidirectional loop, exact resuming, checkpoints and export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from allinone.errors import InputError
+from allinone.infer.restorer import Restorer
+from allinone.models import PRESETS, build_network
+from allinone.train.checkpoint import SHARD_BYTES, _shards, load_checkpoint, save_checkpoint
+from allinone.train.data import ImageSet, PatchSampler, data_root, degrade_batch, training_paths
+from allinone.train.loop import TrainConfig, Trainer
+from allinone.train.losses import bidirectional_loss, psnr
+
+CONFIG = TrainConfig(
+    preset="tiny",
+    steps=4,
+    batch_size=2,
+    patch_size=32,
+    validation_images=2,
+    validate_every=2,
+    checkpoint_every=2,
+    warmup_steps=1,
+    degrade_warmup=1,
+)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def picture(rng: np.random.Generator, channels: int = 3) -> np.ndarray:
+    y, x = np.mgrid[:64, :64]
+    base = np.sin(x / rng.uniform(3, 9) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(3, 9)) * 80
+    noise = rng.normal(0, 8, (64, 64, channels))
+    return np.clip(base[..., None] + 128 + noise, 0, 255).astype(np.uint8).squeeze()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A miniature shared data folder, with test sets that training must not read."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    folders = {
+        "BSD432/clean": [f"{i}.jpg" for i in range(3)],
+        "DIV2K_val_crop256/clean": [f"08{i:02d}.png" for i in range(6)],
+        "FMD_Confocal_BPAE_B/target": ["fov02.png", "fov07.png", "fov08.png"],
+        "CBSD68/clean": ["0.png"],
+    }
+    for folder, names in folders.items():
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            grey = folder.startswith("FMD")
+            iio.imwrite(root / folder / name, picture(rng, 1 if grey else 3))
+    return root
+
+
+def test_training_reads_only_the_training_sets(data: Path) -> None:
+    photos, micro, validation = training_paths(data, 2)
+    names = [p.relative_to(data).as_posix() for p in photos]
+    assert names == [
+        "BSD432/clean/0.jpg",
+        "BSD432/clean/1.jpg",
+        "BSD432/clean/2.jpg",
+        "DIV2K_val_crop256/clean/0800.png",
+        "DIV2K_val_crop256/clean/0801.png",
+        "DIV2K_val_crop256/clean/0802.png",
+        "DIV2K_val_crop256/clean/0803.png",
+    ]
+    assert [p.name for p in micro] == ["fov07.png", "fov08.png"]  # never the test fields 2-6
+    assert [p.name for p in validation] == ["0804.png", "0805.png"]
+    assert not set(validation) & set(photos)
+
+
+def test_missing_data(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        data_root(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="no training photos"):
+        training_paths(tmp_path, 2)
+
+
+def test_patch_sampler_is_deterministic_and_resumable() -> None:
+    rng = np.random.default_rng(1)
+    images = ImageSet(
+        [picture(rng) for _ in range(3)], [picture(rng, 1).repeat(3).reshape(64, 64, 3)]
+    )
+    a, b = PatchSampler(images, 16, 0.5, seed=3), PatchSampler(images, 16, 0.5, seed=3)
+    photos, micro = a.sample(4)
+    assert photos.shape == (2, 3, 16, 16) and micro.shape == (2, 3, 16, 16)
+    assert photos.min() >= 0 and photos.max() <= 1
+    assert torch.equal(photos, b.sample(4)[0])
+    state = a.state()
+    first = a.sample(4)
+    a.set_state(state)
+    assert torch.equal(a.sample(4)[0], first[0])
+
+
+def log_of(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def weights_of(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def run_a(data: Path, tmp_path_factory) -> Trainer:
+    """Four steps in one go."""
+    trainer = Trainer(CONFIG, tmp_path_factory.mktemp("run-a"), data=data)
+    trainer.run()
+    return trainer
+
+
+def test_training_logs_finite_losses_and_validates(run_a: Trainer) -> None:
+    log = log_of(run_a.out_dir)
+    assert [record["step"] for record in log] == [1, 2, 3, 4]
+    for record in log:
+        for key in ("restore", "composition", "total", "lr"):
+            assert np.isfinite(record[key]), key
+    assert "degrade" not in log[0]  # the degradation weight starts at zero ...
+    assert all(np.isfinite(record["degrade"]) for record in log[1:])  # ... then ramps up
+    assert [("val_psnr" in record) for record in log] == [False, True, False, True]
+    assert all(np.isfinite(r["val_psnr"]) for r in log if "val_psnr" in r)
+    assert log[0]["lr"] == pytest.approx(CONFIG.lr)  # one warm-up step
+    assert log[-1]["lr"] < log[1]["lr"]  # cosine decay
+
+
+def test_checkpoint_is_small_pickle_free_shards(run_a: Trainer) -> None:
+    folder = run_a.out_dir / "checkpoint"
+    state = json.loads((folder / "state.json").read_text())
+    assert state["step"] == 4
+    assert state["config"] == dataclasses.asdict(CONFIG)
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == sorted(["state.json", *state["shards"]])  # no partial files left
+    for name in state["shards"]:
+        assert name.endswith(".safetensors")
+        assert (folder / name).stat().st_size <= 15 * 2**20
+
+
+def test_resuming_is_exact(run_a: Trainer, data: Path, tmp_path: Path) -> None:
+    first = Trainer(CONFIG, tmp_path, data=data)
+    first.run(until=2)
+    assert first.step == 2
+    resumed = Trainer(CONFIG, tmp_path, data=data)
+    assert resumed.step == 2
+    resumed.run()
+    assert resumed.step == 4
+    expected = run_a.net.state_dict()
+    for key, value in resumed.net.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    assert log_of(tmp_path) == log_of(run_a.out_dir)
+    expected_moments = run_a.optimizer.state_dict()["state"]
+    for index, moments in resumed.optimizer.state_dict()["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(
+                torch.as_tensor(value), torch.as_tensor(expected_moments[index][name])
+            )
+
+
+def test_same_seed_same_weights(run_a: Trainer, data: Path, tmp_path: Path) -> None:
+    again = Trainer(CONFIG, tmp_path, data=data)
+    again.run()
+    expected = run_a.net.state_dict()
+    for key, value in again.net.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    # and the weights did move away from the seeded initialisation
+    torch.manual_seed(CONFIG.seed)
+    initial = build_network("tiny").state_dict()
+    assert not torch.equal(initial["embed.weight"], expected["embed.weight"])
+
+
+def test_a_run_of_another_preset_is_not_resumed(run_a: Trainer, data: Path) -> None:
+    other = dataclasses.replace(CONFIG, preset="small")
+    with pytest.raises(InputError, match="holds a tiny run"):
+        Trainer(other, run_a.out_dir, data=data)
+
+
+def test_export_writes_a_loadable_model(run_a: Trainer, tmp_path: Path) -> None:
+    path = run_a.export(tmp_path / "exported", name="exported", description="a test")
+    assert path == tmp_path / "exported.safetensors"
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["name"] == "exported" and card["description"] == "a test"
+    assert card["training"]["steps"] == 4
+    assert card["training"]["config"]["preset"] == "tiny"
+    assert card["training"]["sources"]["photos"] == 7
+    assert np.isfinite(card["training"]["validation"]["val_psnr"])
+    restorer = Restorer.from_pretrained(path, device="cpu")
+    trained = run_a.net.state_dict()
+    for key, value in restorer.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+
+
+def test_training_config_files(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"preset": "tiny", "steps": 10, "lr": 5e-4}))
+    config = TrainConfig.from_file(path, steps=20, batch_size=None)
+    assert (config.preset, config.steps, config.lr, config.batch_size) == ("tiny", 20, 5e-4, 16)
+    path.write_text(json.dumps({"preset": "tiny", "stpes": 10, "colour": 1}))
+    with pytest.raises(InputError, match="unknown config keys colour, stpes"):
+        TrainConfig.from_file(path)
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="cannot read"):
+        TrainConfig.from_file(path)
+    with pytest.raises(InputError, match="cannot read"):
+        TrainConfig.from_file(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.json")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    config = TrainConfig.from_file(path)
+    assert config.preset in PRESETS
+
+
+def test_schedules() -> None:
+    config = TrainConfig(steps=1000, warmup_steps=100, lr=1e-3, min_lr=1e-5, degrade_warmup=200)
+    assert config.learning_rate(0) == pytest.approx(1e-5)
+    assert config.learning_rate(99) == pytest.approx(1e-3)
+    assert config.learning_rate(100) == pytest.approx(1e-3)
+    assert config.learning_rate(550) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert config.learning_rate(1000) == pytest.approx(1e-5)
+    rates = [config.learning_rate(s) for s in range(100, 1001, 50)]
+    assert rates == sorted(rates, reverse=True)
+    assert config.degrade_weight_at(0) == 0
+    assert config.degrade_weight_at(100) == pytest.approx(config.degrade_weight / 2)
+    assert config.degrade_weight_at(5000) == config.degrade_weight
+
+
+def test_shards_stay_under_the_limit() -> None:
+    mib = 2**20
+    tensors = {
+        f"t{i}": torch.empty(size * mib // 4, device="meta")
+        for i, size in enumerate([4, 4, 4, 4, 9, 1, 15, 2, 6, 6, 6])
+    }
+    shards = _shards(tensors)
+    assert [k for shard in shards for k in shard] == list(tensors)  # all, in order
+    for shard in shards:
+        assert sum(t.numel() * t.element_size() for t in shard.values()) <= SHARD_BYTES
+    sizes = [[t.numel() * 4 // mib for t in shard.values()] for shard in shards]
+    assert sizes == [[4, 4, 4], [4, 9, 1], [15], [2, 6, 6], [6]]
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_tensor_fits_in_one_shard(name: str) -> None:
+    with torch.device("meta"):
+        net = build_network(name)
+    largest = max(p.numel() * p.element_size() for p in net.state_dict().values())
+    assert largest <= SHARD_BYTES  # the optimiser moments have the same sizes
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    tensors = {"a": torch.arange(10.0), "b": torch.ones(3, 3, dtype=torch.int64)}
+    save_checkpoint(tmp_path, tensors, {"step": 7})
+    loaded, state = load_checkpoint(tmp_path)
+    assert state == {"step": 7}
+    assert loaded.keys() == tensors.keys()
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    assert load_checkpoint(tmp_path / "none") is None
+
+
+def test_the_loss_decreases_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    net = build_network("tiny")
+    generator = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(2)
+    photos = torch.from_numpy(np.stack([picture(rng)[:32, :32] for _ in range(2)]))
+    photos = photos.permute(0, 3, 1, 2).float() / 255
+    clean, batch = degrade_batch(photos, None, generator)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    history = []
+    for _ in range(15):
+        output = net(batch.degraded)
+        terms = bidirectional_loss(net, output, clean, batch.degraded, batch.labels, 0.5, 0.1)
+        optimizer.zero_grad()
+        terms["total"].backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+    assert set(history[0]) == {"restore", "degrade", "composition", "total"}
+    for key in ("restore", "degrade", "total"):
+        assert history[-1][key] < 0.8 * history[0][key], key
+    with torch.no_grad():
+        restored = net(batch.degraded).restored
+    assert psnr(restored, clean).mean() > psnr(batch.degraded, clean).mean() - 1.0
+
+
+def test_psnr() -> None:
+    clean = torch.full((2, 3, 8, 8), 0.5)
+    assert psnr(clean + 0.1, clean) == pytest.approx(torch.tensor([20.0, 20.0]), abs=1e-3)
+    assert psnr(clean, clean).min() == pytest.approx(100.0)
