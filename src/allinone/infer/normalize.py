@@ -11,6 +11,7 @@ from allinone.errors import InputError
 LOW_PERCENTILE = 0.1
 HIGH_PERCENTILE = 99.9
 SAMPLE_SIZE = 2**22
+MIN_SAMPLED = 16
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,25 @@ def check_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def _sample(array) -> np.ndarray:
-    """Up to about `SAMPLE_SIZE` values spread over the whole array, without reading all of it."""
-    size = int(np.prod(array.shape))
-    step = int(np.ceil((size / SAMPLE_SIZE) ** (1 / max(1, array.ndim))))
-    if step <= 1:
+    """Up to about `SAMPLE_SIZE` values spread over the whole array, without reading all of it.
+
+    Axes of fewer than `MIN_SAMPLED` entries (channels, colours, short stacks) are read whole and
+    the stride goes to the longer axes, shortest first: a stride on a 2- or 3-long axis would fit
+    the normalisation to the first channel alone.
+    """
+    shape = [int(n) for n in array.shape]
+    size = int(np.prod(shape))
+    if size <= SAMPLE_SIZE:
         return np.asarray(array).ravel()
-    return np.asarray(array[tuple(slice(None, None, step) for _ in array.shape)]).ravel()
+    steps = [1] * len(shape)
+    reduction = size / SAMPLE_SIZE
+    shortest_first = sorted(range(len(shape)), key=lambda axis: shape[axis])
+    for left, axis in zip(range(len(shape), 0, -1), shortest_first, strict=True):
+        step = int(np.ceil(reduction ** (1 / left)))
+        if shape[axis] >= MIN_SAMPLED:
+            steps[axis] = max(1, min(step, shape[axis] // 2))
+        reduction /= shape[axis] / -(-shape[axis] // steps[axis])
+    return np.asarray(array[tuple(slice(None, None, step) for step in steps)]).ravel()
 
 
 def fit_normalization(array) -> Normalization:
