@@ -190,6 +190,25 @@ def test_all_non_finite_image(fill) -> None:
     assert (norm.offset, norm.scale) == (0.0, 1.0)
 
 
+@pytest.mark.parametrize("shape", [(2, 200, 300), (200, 300, 3), (3, 2, 150, 150), (40, 90, 90)])
+def test_the_sample_covers_every_channel(monkeypatch, shape) -> None:
+    monkeypatch.setattr(normalize, "SAMPLE_SIZE", 5000)
+    short = [n if n < normalize.MIN_SAMPLED else 1 for n in shape]
+    labels = np.arange(np.prod(short), dtype=np.uint16).reshape(short)  # one value a channel
+    sample = normalize._sample(np.broadcast_to(labels, shape))
+    assert 1000 <= sample.size <= 5000
+    np.testing.assert_array_equal(np.unique(sample), labels.ravel())
+
+
+def test_channels_of_different_brightness_all_shape_the_fit(monkeypatch) -> None:
+    """A big two-channel image: the dim first channel alone must not set the range."""
+    monkeypatch.setattr(normalize, "SAMPLE_SIZE", 5000)
+    image = np.empty((2, 200, 300), dtype=np.uint16)
+    image[0], image[1] = 100, 10_000
+    norm = fit_normalization(image)
+    assert norm.offset == 100 and norm.scale == pytest.approx(9900)
+
+
 def test_large_arrays_are_sampled(monkeypatch) -> None:
     monkeypatch.setattr(normalize, "SAMPLE_SIZE", 1000)
     ramp = np.add.outer(np.arange(300), np.arange(400)).astype(np.uint16)
