@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,16 @@ def _shards(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
 
 
 def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Write `tensors` as shards and `state` as JSON into `folder`."""
+    """Write `tensors` as shards and `state` as JSON into `folder`.
+
+    The shards get names of their own (the previous checkpoint's stay untouched until the new
+    `state.json` replaces the old one), then the shards no `state.json` names are removed.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:12]
     names = []
     for n, shard in enumerate(_shards(tensors)):
-        name = f"tensors-{n:03d}.safetensors"
+        name = f"tensors-{tag}-{n:03d}.safetensors"
         tmp = folder / f".{name}.partial"
         save_file({k: v.detach().contiguous().cpu() for k, v in shard.items()}, str(tmp))
         os.replace(tmp, folder / name)
@@ -45,6 +51,9 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[
     tmp = folder / ".state.json.partial"
     tmp.write_text(json.dumps({**state, "shards": names}, indent=1))
     os.replace(tmp, folder / "state.json")
+    for stale in folder.glob("tensors-*.safetensors"):
+        if stale.name not in names:
+            stale.unlink()
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
