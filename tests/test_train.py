@@ -14,6 +14,7 @@ import torch
 from allinone.errors import InputError
 from allinone.infer.restorer import Restorer
 from allinone.models import PRESETS, build_network
+from allinone.train import checkpoint
 from allinone.train.checkpoint import SHARD_BYTES, _shards, load_checkpoint, save_checkpoint
 from allinone.train.data import ImageSet, PatchSampler, data_root, degrade_batch, training_paths
 from allinone.train.loop import TrainConfig, Trainer
@@ -259,6 +260,33 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert loaded.keys() == tensors.keys()
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     assert load_checkpoint(tmp_path / "none") is None
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(checkpoint, "SHARD_BYTES", 64)  # one shard a tensor
+    old = {f"t{i}": torch.full((16,), float(i)) for i in range(4)}
+    save_checkpoint(tmp_path, old, {"step": 1})
+    writes = []
+    real_save_file = checkpoint.save_file
+
+    def failing_save_file(tensors, path, *args, **kwargs):
+        writes.append(path)
+        if len(writes) == 3:
+            raise KeyboardInterrupt  # killed in the middle of the save
+        real_save_file(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", failing_save_file)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, {k: v + 100 for k, v in old.items()}, {"step": 2})
+    loaded, state = load_checkpoint(tmp_path)
+    assert state == {"step": 1}
+    assert all(torch.equal(loaded[k], old[k]) for k in old)
+    # the next complete save replaces it and removes every stale shard
+    monkeypatch.setattr(checkpoint, "save_file", real_save_file)
+    save_checkpoint(tmp_path, {"only": torch.ones(2)}, {"step": 3})
+    shards = json.loads((tmp_path / "state.json").read_text())["shards"]
+    assert sorted(p.name for p in tmp_path.glob("tensors-*")) == sorted(shards)
+    assert load_checkpoint(tmp_path)[1] == {"step": 3}
 
 
 def test_the_loss_decreases_on_a_fixed_batch() -> None:
