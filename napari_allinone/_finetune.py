@@ -66,7 +66,10 @@ class FinetuneWidget(JobWidget):
         self.adapt.addItems(list(ADAPT))
         self.engine = EnginePicker()
         self.start_button = QPushButton("Start")
-        self.start_button.setToolTip("Stop discards the run; nothing is saved.")
+        self.start_button.setToolTip(
+            "Stop ends the run after the current step and keeps the best weights so far."
+        )
+        self._request_running: FinetuneRequest | None = None
         self.plot = CurvePlot(napari_viewer, ("loss", "val PSNR"))
         self.summary = QLabel(wordWrap=True)
         self.name = QLineEdit(placeholderText="name of the new model")
@@ -132,6 +135,8 @@ class FinetuneWidget(JobWidget):
             control.setEnabled(not busy)
         self.engine.set_enabled(not busy)
         labels = {JobState.RUNNING: "Stop", JobState.CANCELLING: "Stopping…"}
+        if state is JobState.RUNNING and self._finishing():
+            labels[JobState.RUNNING] = "Finishing…"
         self.start_button.setText(labels.get(state, "Start"))
         ready = self.degraded.layer() is not None and self.clean.layer() is not None
         self.start_button.setEnabled(state is JobState.RUNNING or (not busy and ready))
@@ -139,9 +144,14 @@ class FinetuneWidget(JobWidget):
         self.name.setEnabled(not busy and self.result is not None)
         self.save_button.setEnabled(can_save)
 
+    def _finishing(self) -> bool:
+        return self._request_running is not None and self._request_running.finish.is_set()
+
     def _start_clicked(self) -> None:
         if self.job.state is JobState.RUNNING:
-            self.job.cancel()
+            if self._request_running is not None:
+                self._request_running.finish.set()
+            self._state_changed(JobState.RUNNING)
         else:
             self.start()
 
@@ -188,6 +198,7 @@ class FinetuneWidget(JobWidget):
         self.result = None
         self.plot.clear()
         self.summary.setText("")
+        self._request_running = request
         self.job.start(finetune_job, request, on_result=self._finished, on_progress=self._progress)
 
     def _progress(self, step: Progress) -> None:
@@ -200,9 +211,7 @@ class FinetuneWidget(JobWidget):
 
     def _finished(self, result: Any) -> None:
         self.result = result
-        self.summary.setText(
-            f"PSNR before: {result.psnr_before:.2f} dB → after: {result.psnr_after:.2f} dB"
-        )
+        self.summary.setText(_summary(result))
         if not self.name.text().strip():
             self.name.setText(self._default_name())
 
@@ -237,3 +246,13 @@ class FinetuneWidget(JobWidget):
             self, "Replace model?", f"A model named '{name}' exists already. Replace it?"
         )
         return answer == QMessageBox.Yes
+
+
+def _summary(result: Any) -> str:
+    """PSNR before and after on the validation part, or why there is none."""
+    if result.psnr_before is None:
+        return f"Done: {result.steps} steps (no validation share, so no PSNR to compare)."
+    text = f"PSNR before: {result.psnr_before:.2f} dB → after: {result.psnr_after:.2f} dB"
+    if not result.improved:
+        text += " (no improvement: the original weights are kept)"
+    return text

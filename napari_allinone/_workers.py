@@ -9,8 +9,9 @@ as a plain notification; anything else is a bug and reaches napari's error repor
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial, wraps
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,8 @@ class FinetuneRequest:
     val_fraction: float = 0.2
     lr: float = 1e-3
     adapt: str = "all"
+    finish: threading.Event = field(default_factory=threading.Event)
+    """Set it to end the run early and keep the best weights so far."""
 
 
 def guarded(job: Callable[..., Generator]) -> Callable[..., Generator]:
@@ -146,6 +149,7 @@ def finetune_job(request: FinetuneRequest) -> Generator[Progress, None, Any]:
             val_fraction=request.val_fraction,
             lr=request.lr,
             adapt=request.adapt,
+            finish=request.finish,
         )
     )
 

@@ -152,6 +152,20 @@ def test_cancel_stops_and_leaves_the_original_untouched() -> None:
         next(job)
 
 
+def test_finish_ends_early_and_keeps_the_best_weights() -> None:
+    restorer = _tiny()
+    finish = threading.Event()
+
+    def on_progress(done: int, total: int) -> None:
+        if done == 3:
+            finish.set()
+
+    result = restorer.finetune([_pair()], steps=200, progress=on_progress, finish=finish, **FAST)
+    assert result.steps == 4
+    assert result.history[-1]["step"] == 4 and "val_psnr" in result.history[-1]
+    assert result.psnr_after >= result.psnr_before
+
+
 def test_rois_and_rgb_stacks() -> None:
     degraded, clean = _pair(2, (2, 80, 96))
     result = _tiny().finetune(

@@ -184,6 +184,29 @@ def test_finetune_then_model_is_listed_for_restore(viewer, qtbot, models_dir: Pa
     assert any(label.startswith("my-tuned") for label in restore.engine.model.labels())
 
 
+def test_finetune_stop_keeps_the_best_weights(viewer, qtbot, models_dir: Path) -> None:
+    rng = np.random.default_rng(6)
+    clean = rng.random((64, 64), dtype=np.float32)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    viewer.add_image(clean, name="clean")
+    viewer.add_image(noisy, name="noisy")
+    widget = _open(viewer, "Fine-tune")
+    widget.degraded.set_layer(viewer.layers["noisy"])
+    widget.clean.set_layer(viewer.layers["clean"])
+    widget.budget.setValue(10_000)
+
+    widget.start_button.click()
+    qtbot.waitUntil(lambda: len(widget.plot.points["loss"]) >= 1, timeout=120_000)
+    widget.start_button.click()
+    assert widget.start_button.text() == "Finishing…"
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    assert widget.job.state is JobState.DONE, widget.summary.text()
+    assert widget.result is not None and widget.result.steps < 10_000
+    assert "PSNR before" in widget.summary.text()
+    assert widget.save_button.isEnabled() is bool(widget.name.text().strip())
+
+
 def test_finetune_rejects_layers_of_different_shapes(viewer, monkeypatch) -> None:
     errors = []
     monkeypatch.setattr("napari_allinone._finetune.show_error", errors.append)

@@ -317,6 +317,7 @@ class Restorer:
         batch_size: int = 8,
         seed: int = 0,
         cancel=None,
+        finish=None,
     ) -> Generator[Progress, None, FinetuneResult]:
         """Fine-tune a copy of this model on (degraded, clean) pairs, yielding `Progress`.
 
@@ -339,41 +340,18 @@ class Restorer:
                 batch_size=batch_size,
                 seed=seed,
                 cancel=cancel,
+                finish=finish,
             )
         )
 
     def finetune(
-        self,
-        pairs,
-        *,
-        axes: str | None = None,
-        rois=None,
-        steps: int | None = None,
-        seconds: float | None = None,
-        val_fraction: float = 0.2,
-        lr: float = 1e-3,
-        adapt: str = "all",
-        patch_size: int = 64,
-        batch_size: int = 8,
-        seed: int = 0,
-        progress: ProgressCallback = None,
-        cancel=None,
+        self, pairs, *, progress: ProgressCallback = None, cancel=None, **options
     ) -> FinetuneResult:
-        """Fine-tune a copy of this model and return a `FinetuneResult`; see `finetune_steps`."""
-        job = self.finetune_steps(
-            pairs,
-            axes=axes,
-            rois=rois,
-            steps=steps,
-            seconds=seconds,
-            val_fraction=val_fraction,
-            lr=lr,
-            adapt=adapt,
-            patch_size=patch_size,
-            batch_size=batch_size,
-            seed=seed,
-            cancel=cancel,
-        )
+        """Fine-tune a copy of this model and return a `FinetuneResult`.
+
+        `options` are those of `finetune_steps`; `progress(done, total)` follows each step.
+        """
+        job = self.finetune_steps(pairs, cancel=cancel, **options)
         return _drive(job, progress, cancel)
 
 

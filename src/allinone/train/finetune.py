@@ -182,6 +182,7 @@ def finetune_steps(
     batch_size: int = 8,
     seed: int = 0,
     cancel=None,
+    finish=None,
 ) -> Generator[Progress, None, FinetuneResult]:
     """Fine-tune a copy of `restorer`'s network on (degraded, clean) pairs.
 
@@ -189,7 +190,8 @@ def finetune_steps(
     is given), or when validation has not improved for `PATIENCE` evaluations; the weights with
     the best validation PSNR are returned. Yields `Progress` after every step, with `metrics`
     (`step`, `loss`, `lr`, and `val_psnr` on evaluation steps); `cancel` is checked before every
-    step and raises `Cancelled`.
+    step and raises `Cancelled`; `finish` (a callable or Event-like, like `cancel`) ends the run
+    early after the current step and still returns the best weights so far.
     """
     budget = _Budget(*_check_budget(steps, seconds))
     _check_options(val_fraction, lr, adapt, patch_size, batch_size)
@@ -228,6 +230,7 @@ def finetune_steps(
             )
         entry = {"step": step, "loss": loss, "lr": step_lr}
         stop = budget.spent(step, step_cost + (best.cost if best else 0.0))
+        stop = stop or is_cancelled(finish)
         if best is not None and (stop or budget.eval_due(step)):
             entry["val_psnr"] = best.evaluate(net, samples, restorer.device, autocast)
             stop = stop or best.stale >= PATIENCE
