@@ -360,7 +360,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     with _progress("analysing") as progress:
         composition = restorer.analyze(image.array, axes=args.axes or image.axes, progress=progress)
     probabilities = {name: float(composition.probabilities[name]) for name in DEGRADATIONS}
-    dominant = _dominant(probabilities)
+    dominant = composition.dominant(DOMINANT_THRESHOLD)
     if args.json:
         report = {
             "input": args.input,
@@ -614,11 +614,6 @@ def _progress(label: str) -> Iterator[Progress | None]:
     finally:
         stream.write("\n")
         stream.flush()
-
-
-def _dominant(probabilities: dict[str, float]) -> str | None:
-    name = max(probabilities, key=probabilities.__getitem__)
-    return name if probabilities[name] >= DOMINANT_THRESHOLD else None
 
 
 def _composition_table(
