@@ -156,21 +156,23 @@ def test_composition_inside_a_rectangle(viewer, qtbot) -> None:
     assert widget._region().data.shape == (32, 32)
 
 
-def test_finetune_then_model_is_listed_for_restore(viewer, qtbot, models_dir: Path) -> None:
-    from allinone.infer.restorer import Restorer
-
-    if not hasattr(Restorer, "finetune_steps"):
-        pytest.skip("the engine has no finetune_steps yet")
+def _finetune_widget(viewer, budget: int):
+    """A Fine-tune widget set up on a noisy/clean pair of 64 x 64 layers."""
     rng = np.random.default_rng(4)
     clean = rng.random((64, 64), dtype=np.float32)
     noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
     viewer.add_image(clean, name="clean")
     viewer.add_image(noisy, name="noisy")
-    restore = _open(viewer, "Restore")
     widget = _open(viewer, "Fine-tune")
     widget.degraded.set_layer(viewer.layers["noisy"])
     widget.clean.set_layer(viewer.layers["clean"])
-    widget.budget.setValue(2)
+    widget.budget.setValue(budget)
+    return widget
+
+
+def test_finetune_then_model_is_listed_for_restore(viewer, qtbot, models_dir: Path) -> None:
+    restore = _open(viewer, "Restore")
+    widget = _finetune_widget(viewer, budget=2)
 
     widget.start_button.click()
     _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
@@ -185,15 +187,7 @@ def test_finetune_then_model_is_listed_for_restore(viewer, qtbot, models_dir: Pa
 
 
 def test_finetune_stop_keeps_the_best_weights(viewer, qtbot, models_dir: Path) -> None:
-    rng = np.random.default_rng(6)
-    clean = rng.random((64, 64), dtype=np.float32)
-    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
-    viewer.add_image(clean, name="clean")
-    viewer.add_image(noisy, name="noisy")
-    widget = _open(viewer, "Fine-tune")
-    widget.degraded.set_layer(viewer.layers["noisy"])
-    widget.clean.set_layer(viewer.layers["clean"])
-    widget.budget.setValue(10_000)
+    widget = _finetune_widget(viewer, budget=10_000)
 
     widget.start_button.click()
     qtbot.waitUntil(lambda: len(widget.plot.points["loss"]) >= 1, timeout=120_000)
