@@ -23,22 +23,23 @@ class Normalization:
     dtype: np.dtype
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Scale to float32 network units."""
-        return ((np.asarray(x, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+        """Scale to float32 network units (values too far out to scale become +-inf)."""
+        with np.errstate(over="ignore"):
+            values = (np.asarray(x, dtype=np.float64) - self.offset) / self.scale
+            return values.astype(np.float32)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Back to the source dtype: rounded and clipped for integers, exact for floats."""
-        values = np.asarray(y, dtype=np.float64) * self.scale + self.offset
+        with np.errstate(over="ignore"):
+            values = np.asarray(y, dtype=np.float64) * self.scale + self.offset
         if np.issubdtype(self.dtype, np.integer):
             info = np.iinfo(self.dtype)
             high = float(info.max)
             if int(high) > info.max:  # 64-bit: the float rounds up out of range, and would wrap
                 high = float(np.nextafter(high, 0.0))
             return np.clip(np.rint(values), info.min, high).astype(self.dtype)
-        if self.dtype == np.float16:
-            info = np.finfo(np.float16)
-            values = np.clip(values, info.min, info.max)
-        return values.astype(self.dtype)
+        info = np.finfo(self.dtype)  # saturate: a restored value never becomes +-inf
+        return np.clip(values, info.min, info.max).astype(self.dtype)
 
 
 def check_dtype(dtype: np.dtype) -> np.dtype:
@@ -84,8 +85,14 @@ def fit_normalization(array) -> Normalization:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return Normalization(0.0, 1.0, dtype)
-    low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
-    scale = float(high - low)
-    if not np.isfinite(scale) or scale <= 0:
+    with np.errstate(over="ignore", invalid="ignore"):
+        low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+        scale = float(high - low)
+    if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(scale)):
+        raise InputError(
+            f"the image's values span {values.min():.3g} to {values.max():.3g}, too wide a "
+            "range to compute with; divide the image by a constant first"
+        )
+    if scale <= 0:
         scale = max(1.0, abs(float(low)))
     return Normalization(float(low), scale, dtype)
