@@ -31,15 +31,21 @@ def guess_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
         raise InputError(f"shape {tuple(shape)} is too small for a colour image")
     leads = ("", "Z", "TZ") if rgb else ("", "Z", "TZ", "TCZ")
     if lead >= len(leads):
-        raise InputError(
-            f"{ndim}-D arrays are not supported: at most {MAX_AXES} axes ({KNOWN_AXES}) "
-            "are understood; reshape or pass a sub-array"
-        )
+        raise _too_many_axes(ndim)
     return leads[lead] + tail
+
+
+def _too_many_axes(ndim: int) -> InputError:
+    return InputError(
+        f"{ndim}-D arrays are not supported: at most {MAX_AXES} axes ({KNOWN_AXES}) "
+        "are understood; reshape or pass a sub-array"
+    )
 
 
 def normalize_axes(axes: str, shape: tuple[int, ...]) -> str:
     """Check an axes string against a shape; upper-case, with ImageJ's `S` read as `C`."""
+    if len(shape) > MAX_AXES:
+        raise _too_many_axes(len(shape))
     if not isinstance(axes, str) or not axes:
         raise InputError("axes must be a non-empty string such as 'YX', 'ZYX' or 'YXC'")
     axes = axes.upper().replace("S", "C")
