@@ -46,7 +46,18 @@ def test_finetune_writes_a_loadable_model(tmp_path: Path, capsys) -> None:
     degraded, clean = _pair(tmp_path)
     output = tmp_path / "mine"
     code, out, err = _run(
-        capsys, "finetune", degraded, clean, "-o", output, "--steps", "2", "--json", *FAST
+        capsys,
+        "finetune",
+        "--input",
+        degraded,
+        "--target",
+        clean,
+        "-o",
+        output,
+        "--steps",
+        "2",
+        "--json",
+        *FAST,
     )
     assert code == 0, err
     summary = json.loads(out)
@@ -62,28 +73,48 @@ def test_finetune_writes_a_loadable_model(tmp_path: Path, capsys) -> None:
 def test_finetune_with_a_region_and_no_validation(tmp_path: Path, capsys) -> None:
     degraded, clean = _pair(tmp_path, (64, 96))
     output = tmp_path / "roi.safetensors"
-    argv = ["finetune", degraded, clean, "-o", output, "--steps", "1", "--val-fraction", "0"]
-    code, out, err = _run(capsys, *argv, "--roi", "0", "40", "8", "90", *FAST)
+    argv = ["finetune", "--input", degraded, "--target", clean, "-o", output, "--steps", "1"]
+    code, out, err = _run(capsys, *argv, "--val-fraction", "0", "--roi", "0:40,8:90", *FAST)
     assert code == 0, err
     assert "no validation" in out and output.is_file()
 
 
 def test_images_must_come_in_pairs(tmp_path: Path, capsys, no_model) -> None:
-    degraded, _ = _pair(tmp_path)
-    code, _, err = _run(capsys, "finetune", degraded, "-o", tmp_path / "m", *FAST)
-    assert code == 2 and "pairs" in err
+    degraded, clean = _pair(tmp_path)
+    argv = ["finetune", "--input", degraded, "--input", degraded, "--target", clean]
+    code, _, err = _run(capsys, *argv, "-o", tmp_path / "m", *FAST)
+    assert code == 2 and "--target for each degraded --input" in err
+
+
+def test_steps_and_seconds_exclude_each_other(tmp_path: Path, capsys, no_model) -> None:
+    degraded, clean = _pair(tmp_path)
+    argv = ["finetune", "--input", degraded, "--target", clean, "-o", tmp_path / "m"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in [*argv, "--steps", "2", "--seconds", "3", *FAST]])
+    assert exit_info.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_malformed_roi_is_refused(tmp_path: Path, capsys, no_model) -> None:
+    degraded, clean = _pair(tmp_path)
+    argv = ["finetune", "--input", degraded, "--target", clean, "-o", tmp_path / "m"]
+    with pytest.raises(SystemExit):
+        main([str(a) for a in [*argv, "--roi", "0:40", *FAST]])
+    assert "Y0:Y1,X0:X1" in capsys.readouterr().err
 
 
 def test_existing_output_is_refused_before_loading(tmp_path: Path, capsys, no_model) -> None:
     degraded, clean = _pair(tmp_path)
     (tmp_path / "m.json").write_text("{}")
-    code, _, err = _run(capsys, "finetune", degraded, clean, "-o", tmp_path / "m", *FAST)
+    argv = ["finetune", "--input", degraded, "--target", clean, "-o", tmp_path / "m"]
+    code, _, err = _run(capsys, *argv, *FAST)
     assert code == 2 and "already exists" in err and "--overwrite" in err
 
 
 def test_shape_mismatch_is_a_clear_error(tmp_path: Path, capsys) -> None:
     degraded, _ = _pair(tmp_path)
     clean = write_image(tmp_path / "small.tif", np.zeros((64, 32), np.uint16))
-    code, _, err = _run(capsys, "finetune", degraded, clean, "-o", tmp_path / "m", *FAST)
+    argv = ["finetune", "--input", degraded, "--target", clean, "-o", tmp_path / "m"]
+    code, _, err = _run(capsys, *argv, *FAST)
     assert code == 2 and "(64, 64)" in err and "(64, 32)" in err
     assert not (tmp_path / "m.safetensors").exists()

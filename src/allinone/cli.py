@@ -30,6 +30,17 @@ DOMINANT_THRESHOLD = 0.5
 # --- argument types -------------------------------------------------------------------------------
 
 
+def _roi(text: str) -> tuple[int, int, int, int]:
+    """`Y0:Y1,X0:X1` → (y0, y1, x0, x1)."""
+    try:
+        rows, cols = text.split(",")
+        y0, y1 = (int(v) for v in rows.split(":"))
+        x0, x1 = (int(v) for v in cols.split(":"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rectangle Y0:Y1,X0:X1") from error
+    return y0, y1, x0, x1
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -280,10 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
         "validation PSNR are kept.",
     )
     finetune.add_argument(
-        "images",
-        nargs="+",
-        metavar="IMAGE",
-        help="the images in pairs: DEGRADED CLEAN [DEGRADED CLEAN ...]",
+        "--input",
+        action="append",
+        required=True,
+        metavar="DEGRADED",
+        help="a degraded image (repeat with --target for more pairs)",
+    )
+    finetune.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="CLEAN",
+        help="the clean image that goes with each --input, same shape",
     )
     finetune.add_argument(
         "-o", "--output", required=True, metavar="OUTPUT", help="the new model's .safetensors file"
@@ -292,18 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument(
         "--roi",
         action="append",
-        nargs=4,
-        type=int,
-        metavar=("Y0", "Y1", "X0", "X1"),
+        type=_roi,
+        metavar="Y0:Y1,X0:X1",
         help="train and validate inside this rectangle only (repeat for more; default: whole "
         "images)",
     )
-    finetune.add_argument(
-        "--steps", type=_positive_int, metavar="N", help="at most N steps (default: 200)"
-    )
-    finetune.add_argument(
-        "--seconds", type=_positive_float, metavar="S", help="stop after S seconds"
-    )
+    budget = finetune.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int, metavar="N", help="default: 200 steps")
+    budget.add_argument("--seconds", type=_positive_float, metavar="S", help="stop after S seconds")
     finetune.add_argument(
         "--val-fraction",
         type=float,
@@ -495,15 +510,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from allinone.io import read_image
 
-    if len(args.images) % 2:
-        raise InputError("give the images in pairs: DEGRADED CLEAN [DEGRADED CLEAN ...]")
+    if len(args.input) != len(args.target):
+        raise InputError(
+            f"{len(args.input)} --input but {len(args.target)} --target: give one clean "
+            "--target for each degraded --input"
+        )
     output = _model_output(args.output, args.overwrite)
-    images = [read_image(path) for path in args.images]
-    pairs = [(d.array, c.array) for d, c in zip(images[::2], images[1::2], strict=True)]
+    degraded = [read_image(path) for path in args.input]
+    pairs = [(d.array, read_image(c).array) for d, c in zip(degraded, args.target, strict=True)]
     restorer = _load_restorer(args)
     job = restorer.finetune_steps(
         pairs,
-        axes=args.axes or images[0].axes,
+        axes=args.axes or degraded[0].axes,
         rois=args.roi,
         steps=args.steps,
         seconds=args.seconds,
