@@ -8,9 +8,11 @@ initialised, seeded weights).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -100,18 +102,12 @@ def read_card(path: Path) -> ModelCard:
     """Read and validate the card of a weights file (beside it, else in its header)."""
     json_path = card_path(path)
     if json_path.exists():
-        if json_path.stat().st_size > MAX_CARD_BYTES:
-            raise ModelFileError(f"{json_path}: the model card is over {MAX_CARD_BYTES} bytes")
-        try:
-            data = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ModelFileError(
-                f"{json_path}: the model card is not valid JSON ({error})"
-            ) from error
-        return ModelCard.from_dict(data, str(json_path))
+        return read_card_file(json_path)
     header = _read_header(path)
     if "card" not in header:
         raise ModelFileError(f"{path}: no model card beside it ({json_path.name}) or inside it")
+    if len(header["card"]) > MAX_CARD_BYTES:
+        raise ModelFileError(f"{path}: the embedded model card is over {MAX_CARD_BYTES} bytes")
     try:
         data = json.loads(header["card"])
     except json.JSONDecodeError as error:
@@ -157,29 +153,50 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def save_model(state: dict[str, Any], card: ModelCard, path: Path) -> Path:
-    """Write `path` (.safetensors) and its card atomically; return the weights path."""
+    """Write `path` (.safetensors) and its card atomically; return the weights path.
+
+    Both files are written in full to temporary files beside their targets and flushed to disk
+    before either replaces an existing file, so a failure or an interrupt while writing leaves
+    the previous model (weights and card) as it was.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     card.weights = path.name
+    text = card.to_json()
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"card": card.to_json()}))
-    _atomic_write(card_path(path), lambda tmp: Path(tmp).write_text(card.to_json() + "\n"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _temporary_beside(path) as weights_tmp, _temporary_beside(card_path(path)) as card_tmp:
+            save_file(tensors, weights_tmp, metadata={"card": text})
+            Path(card_tmp).write_text(text + "\n", encoding="utf-8")
+            for tmp in (weights_tmp, card_tmp):
+                _flush_to_disk(tmp)
+            os.replace(weights_tmp, path)
+            os.replace(card_tmp, card_path(path))
+    except OSError as error:
+        reason = error.strerror or error
+        raise ModelFileError(f"{path}: cannot save the model ({reason})") from error
     return path
 
 
-def _atomic_write(path: Path, write) -> None:
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[str]:
+    """A new hidden temporary file beside `path`, removed on exit unless it was renamed."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        yield tmp
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _flush_to_disk(name: str) -> None:
+    with open(name, "rb+") as handle:
+        os.fsync(handle.fileno())
 
 
 def weights_from_card(json_path: Path) -> Path:
@@ -195,11 +212,17 @@ def weights_from_card(json_path: Path) -> Path:
 
 
 def read_card_file(json_path: Path) -> ModelCard:
-    """Read a card given as a .json path."""
+    """Read and validate a model card given as a .json path."""
+    json_path = Path(json_path)
     try:
-        data = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFileError(f"{json_path}: not a readable model card ({error})") from error
+        if json_path.stat().st_size > MAX_CARD_BYTES:
+            raise ModelFileError(f"{json_path}: the model card is over {MAX_CARD_BYTES} bytes")
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except OSError as error:
+        reason = error.strerror or error
+        raise ModelFileError(f"{json_path}: cannot read the model card ({reason})") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{json_path}: the model card is not valid JSON ({error})") from error
     return ModelCard.from_dict(data, str(json_path))
 
 
