@@ -11,9 +11,10 @@ import argparse
 import contextlib
 import json
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from allinone import __version__
 from allinone.errors import AllInOneError, InputError, OutputExistsError
@@ -351,11 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
+    from allinone.infer.axes import normalize_axes
     from allinone.io import check_format, ensure_writable, read_image, write_image
 
     output = ensure_writable(args.output, inputs=[args.input], overwrite=args.overwrite)
     image = read_image(args.input)
     axes = args.axes or image.axes
+    if axes is not None:
+        axes = normalize_axes(axes, image.array.shape)
     check_format(output, image.array, axes)
     restorer = _load_restorer(args)
     with _progress("restoring") as progress:
@@ -650,14 +654,28 @@ def _composition_table(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a user error, 130 if interrupted)."""
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except AllInOneError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return COMMANDS[args.command](args)
+        except AllInOneError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning (e.g. a fallback to the CPU) as one `warning: ...` line."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
