@@ -239,8 +239,8 @@ class Job:
     def _returned(
         self, worker: GeneratorWorker, on_result: Callable[[Any], None], value: Any
     ) -> None:
-        if worker is not self._worker:
-            return
+        if worker is not self._worker or self.state is JobState.CANCELLING:
+            return  # a result that arrives after Cancel is dropped; `_finished` ends the job
         if isinstance(value, Failure):
             if value.cancelled:
                 self._notify_cancelled(value.message)
@@ -268,6 +268,9 @@ class Job:
         if worker is self._worker:
             self._worker = None
             self._close_bar()
+            if self.state is JobState.CANCELLING:
+                # cancelled during its last step: the worker emitted neither returned nor aborted
+                self._notify_cancelled(f"{self.description}: cancelled.")
 
     def _close_bar(self) -> None:
         if self._pbar is not None:
