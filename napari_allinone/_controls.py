@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from napari.utils.notifications import show_info, show_warning
 from napari.utils.theme import get_theme
 from qtpy.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
@@ -18,7 +19,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_allinone._models import available_devices, model_choices, models_changed
+from napari_allinone._models import (
+    available_devices,
+    model_choices,
+    model_file_problem,
+    models_changed,
+)
 from napari_allinone._workers import EngineChoice, Job, JobState
 
 if TYPE_CHECKING:
@@ -27,6 +33,8 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _LOAD_FILE = "\0load-from-file"
+_ERROR_ROLE = Qt.UserRole + 2
+"""Item data: why the model cannot be used, or None."""
 
 
 def connect_while_alive(widget: QWidget, emitter: Any, callback: Callable) -> None:
@@ -142,7 +150,7 @@ class ModelPicker(QWidget):
         """Ask the engine for the models again, keeping the current choice."""
         current = self.value() or "default"
         extra = [
-            (self.combo.itemText(i), self.combo.itemData(i), self.combo.itemData(i, Qt.ToolTipRole))
+            (self.combo.itemText(i), self.combo.itemData(i), self.combo.itemData(i, _ERROR_ROLE))
             for i in range(self.combo.count())
             if self.combo.itemData(i, Qt.UserRole + 1) == "file"
         ]
@@ -151,8 +159,9 @@ class ModelPicker(QWidget):
         for choice in model_choices():
             self.combo.addItem(choice.label, choice.value)
             self.combo.setItemData(self.combo.count() - 1, choice.tooltip, Qt.ToolTipRole)
-        for label, value, tooltip in extra:
-            self._add_file_item(label, value, tooltip)
+            self.combo.setItemData(self.combo.count() - 1, choice.error, _ERROR_ROLE)
+        for label, value, error in extra:
+            self._add_file_item(label, value, error)
         self.combo.addItem("Load from file…", _LOAD_FILE)
         self.combo.blockSignals(False)
         if not self.select(current):
@@ -160,15 +169,18 @@ class ModelPicker(QWidget):
         self._previous = self.combo.currentIndex()
         self.changed.emit(self.value())
 
-    def _add_file_item(self, label: str, path: str, tooltip: str | None = None) -> int:
+    def _add_file_item(self, label: str, path: str, error: str | None = None) -> int:
         self.combo.addItem(label, path)
         index = self.combo.count() - 1
-        self.combo.setItemData(index, tooltip or path, Qt.ToolTipRole)
+        self.combo.setItemData(index, f"unusable: {error}" if error else path, Qt.ToolTipRole)
+        self.combo.setItemData(index, error, _ERROR_ROLE)
         self.combo.setItemData(index, "file", Qt.UserRole + 1)
         return index
 
     def _activated(self, index: int) -> None:
         if self.combo.itemData(index) != _LOAD_FILE:
+            if error := self.combo.itemData(index, _ERROR_ROLE):
+                show_warning(f"The model '{self.combo.itemText(index)}' cannot be used: {error}")
             return
         path, _ = QFileDialog.getOpenFileName(
             self, "Load a model", "", "Model weights (*.safetensors)"
@@ -179,12 +191,15 @@ class ModelPicker(QWidget):
             self.combo.setCurrentIndex(self._previous)
 
     def add_file(self, path: str) -> None:
-        """List a weights file chosen by the user and select it."""
+        """List a weights file chosen by the user and select it; warn when it is unusable."""
         from pathlib import Path
 
+        error = model_file_problem(path)
+        if error:
+            show_warning(f"The model file {path} cannot be used: {error}")
         self.combo.blockSignals(True)
         self.combo.removeItem(self.combo.count() - 1)
-        index = self._add_file_item(f"{Path(path).stem} (file)", path)
+        index = self._add_file_item(f"{Path(path).stem} (file)", path, error)
         self.combo.addItem("Load from file…", _LOAD_FILE)
         self.combo.blockSignals(False)
         self.combo.setCurrentIndex(index)
@@ -252,6 +267,16 @@ class JobWidget(QWidget):
     def _state_changed(self, state: JobState) -> None:
         """Enable and label the controls for `state`."""
         raise NotImplementedError
+
+    def _already_running(self) -> bool:
+        """True, after telling the user, while a job is running or stopping: a second run is
+        refused, never started beside the first."""
+        if not self.job.state.busy:
+            return False
+        show_info(
+            f"{self.job.description}: a run is still going on; cancel it or wait for it to end."
+        )
+        return True
 
     def closeEvent(self, event: QEvent) -> None:
         self.job.stop()

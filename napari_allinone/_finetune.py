@@ -157,6 +157,8 @@ class FinetuneWidget(JobWidget):
 
     def _request(self) -> FinetuneRequest | None:
         """The job for the current settings, or None after telling the user what is wrong."""
+        from allinone.errors import AllInOneError
+
         degraded, clean = self.degraded.layer(), self.clean.layer()
         if degraded is None or clean is None:
             return None
@@ -170,6 +172,11 @@ class FinetuneWidget(JobWidget):
                 f"{tuple(clean_shape)}: the degraded and clean layers must match pixel for pixel."
             )
             return None
+        try:
+            axes = guess_layer_axes(degraded)
+        except AllInOneError as error:
+            show_error(f"'{degraded.name}' cannot be fine-tuned on: {error}")
+            return None
         rois = None
         if (shapes := self.regions.layer()) is not None:
             rois = rectangles(shapes, degraded)
@@ -180,7 +187,7 @@ class FinetuneWidget(JobWidget):
         return FinetuneRequest(
             degraded=np.asarray(layer_data(degraded)),
             clean=np.asarray(layer_data(clean)),
-            axes=guess_layer_axes(degraded),
+            axes=axes,
             rois=rois,
             engine=settings.engine,
             steps=settings.budget if settings.unit == "steps" else None,
@@ -191,7 +198,9 @@ class FinetuneWidget(JobWidget):
         )
 
     def start(self) -> None:
-        """Start fine-tuning with the current settings."""
+        """Start fine-tuning with the current settings (refused while a run is going on)."""
+        if self._already_running():
+            return
         request = self._request()
         if request is None:
             return

@@ -37,6 +37,8 @@ class ModelChoice:
     label: str
     value: str
     tooltip: str = ""
+    error: str | None = None
+    """Why the model cannot be used (a damaged or mismatched file), or None."""
 
 
 def model_choices() -> list[ModelChoice]:
@@ -49,8 +51,20 @@ def model_choices() -> list[ModelChoice]:
         label = entry.name if entry.source == "shipped" else f"{entry.name} ({entry.source})"
         if entry.error:
             label += " – unusable"
-        choices.append(ModelChoice(label, value, entry.description or ""))
+        choices.append(ModelChoice(label, value, entry.description or "", entry.error))
     return choices
+
+
+def model_file_problem(path: str) -> str | None:
+    """Why the model file at `path` cannot be used (refused, unreadable card), or None."""
+    from allinone.errors import ModelFileError
+    from allinone.weights import find_model, read_card
+
+    try:
+        read_card(find_model(path))
+    except ModelFileError as error:
+        return str(error)
+    return None
 
 
 def load_restorer(model: str, device: str, precision: str) -> Restorer:

@@ -149,9 +149,10 @@ class RestoreWidget(JobWidget):
             self.run()
 
     def run(self) -> None:
-        """Start restoring the chosen layer with the current settings."""
+        """Start restoring the chosen layer with the current settings (refused while a run is
+        going on)."""
         source = self.layer.layer()
-        if source is None or self._axes_problem() is not None:
+        if source is None or self._axes_problem() is not None or self._already_running():
             return
         settings = self.settings
         if settings.scope == "current slice":
