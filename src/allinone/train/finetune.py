@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -427,6 +429,22 @@ def _to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
 # --- training -----------------------------------------------------------------------------------
 
 
+def _out_of_memory_is_an_input_error(function: Callable) -> Callable:
+    """Report running out of device memory as an `InputError` saying what to change."""
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError as error:
+            raise InputError(
+                "the device ran out of memory while fine-tuning; lower the batch size or the "
+                "patch size, or fine-tune on the CPU"
+            ) from error
+
+    return run
+
+
 def _select(net: AllInOneNet, adapt: str) -> list[torch.nn.Parameter]:
     """Mark the parameters `adapt` trains as requiring gradients; return them."""
     chosen = []
@@ -447,6 +465,7 @@ def _mixed_precision(restorer: Restorer) -> tuple[Callable, torch.amp.GradScaler
     return lambda: torch.autocast("cuda", dtype=dtype), scaler
 
 
+@_out_of_memory_is_an_input_error
 def _train_step(
     net: AllInOneNet,
     optimizer: torch.optim.Optimizer,
@@ -475,6 +494,7 @@ def _train_step(
     return float(loss.detach())
 
 
+@_out_of_memory_is_an_input_error
 def _val_psnr(
     net: AllInOneNet, samples: list[_Sample], device: torch.device, autocast: Callable
 ) -> float:
