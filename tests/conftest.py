@@ -73,3 +73,32 @@ def random_restorer():
 def identity_restorer():
     """A Restorer whose network returns its input unchanged."""
     return make_restorer(identity_net(), "identity")
+
+
+# --- napari -------------------------------------------------------------------------------------
+
+PLUGIN = "napari-allinone"
+
+
+@pytest.fixture
+def notifications():
+    """(severity, message) of every napari notification shown during the test: 'error',
+    'warning' or 'info'."""
+    from napari.utils.notifications import notification_manager
+
+    shown: list[tuple[str, str]] = []
+
+    def keep(notification) -> None:
+        shown.append((str(notification.severity), str(notification.message)))
+
+    notification_manager.notification_ready.connect(keep)
+    yield shown
+    notification_manager.notification_ready.disconnect(keep)
+
+
+def open_widget(viewer, name: str):
+    """Open one of the plugin's dock widgets through the manifest, set to `tiny` on the CPU."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    assert widget.engine.model.select("tiny")
+    widget.engine.set_device("cpu")
+    return widget

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from allinone.infer.axes import guess_axes
 from allinone.infer.tiling import TileGrid, reflect_indices
 
-DTYPES = [np.uint8, np.uint16, np.int16, np.float32, np.float64]
+DTYPES = [np.uint8, np.uint16, np.int16, np.int64, np.float16, np.float32, np.float64]
 
 
 @st.composite
