@@ -270,6 +270,7 @@ def list_models() -> list[ModelEntry]:
 
 def _entry(path: Path, source: str) -> ModelEntry:
     try:
+        _read_header(path)  # a truncated weights file is unusable even beside a good card
         card = read_card(path)
     except ModelFileError as error:
         return ModelEntry(path.stem, source, path, f"unusable: {error}", error=str(error))
