@@ -21,3 +21,8 @@ class OutputExistsError(AllInOneError, FileExistsError):
 
 class Cancelled(AllInOneError):
     """The user cancelled a running job; nothing was written."""
+
+
+class AllInOneWarning(RuntimeWarning):
+    """A job went on otherwise than asked (e.g. on the CPU after the GPU ran out of memory) and
+    still succeeded; the user should be told."""

@@ -8,7 +8,7 @@ still fill the device. The results are those of normalising and blending whole p
 
 When a CUDA device runs out of memory, the batch is retried with half as many tiles; when a single
 tile does not fit, the plane is started again with smaller tiles; when the smallest tiles do not
-fit either, the job goes on on the CPU, with a warning.
+fit either, the job goes on on the CPU, with an `AllInOneWarning`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from allinone.errors import Cancelled
+from allinone.errors import AllInOneWarning, Cancelled
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.normalize import Normalization
 from allinone.infer.tiling import Tile, TileGrid, reflect_indices, round_up
@@ -384,7 +384,7 @@ def _fall_back(fallback: Callable[[], torch.device] | None, device: torch.device
     warnings.warn(
         f"{device} ran out of memory even with {MIN_CORE}-pixel tiles, one at a time: "
         "going on on the CPU, which is much slower. Free GPU memory or use another device.",
-        RuntimeWarning,
+        AllInOneWarning,
         stacklevel=3,
     )
     return fallback()
