@@ -3,7 +3,8 @@
 Each job function is a generator: it loads a Restorer, then `yield from`s the engine's
 `*_steps` generator, so every `Progress` reaches the GUI thread and `worker.quit()` stops the
 job between two batches. User mistakes (`AllInOneError`) come back as a `Failure` value, shown
-as a plain notification; anything else is a bug and reaches napari's error reporting.
+as a plain notification, and `AllInOneWarning`s (a fallback to the CPU) as warnings; anything
+else is a bug and reaches napari's error reporting.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_allinone._models import load_restorer
 
@@ -176,6 +177,7 @@ class Job:
         self._quiet = quiet
         self._worker: GeneratorWorker | None = None
         self._pbar: progress | None = None
+        self._warnings_shown: set[str] = set()
 
     def start(
         self,
@@ -190,6 +192,7 @@ class Job:
         worker.yielded.connect(partial(self._yielded, worker, on_progress))
         worker.returned.connect(partial(self._returned, worker, on_result))
         worker.errored.connect(partial(self._errored, worker))
+        worker.warned.connect(partial(self._warned, worker))
         worker.aborted.connect(partial(self._aborted, worker))
         worker.finished.connect(partial(self._finished, worker))
         self._worker = worker
@@ -250,6 +253,18 @@ class Job:
             return
         on_result(value)
         self._set_state(JobState.DONE)
+
+    def _warned(self, worker: GeneratorWorker, warning: tuple) -> None:
+        """Show the engine's warnings (e.g. a fallback to the CPU), each once a widget: napari's
+        own relay of worker warnings is not connected for generator workers."""
+        from allinone.errors import AllInOneWarning
+
+        message, category = f"{self.description}: {warning[0]}", warning[1]
+        if not issubclass(category, AllInOneWarning):
+            return
+        if worker is self._worker and message not in self._warnings_shown:
+            self._warnings_shown.add(message)
+            show_warning(message)
 
     def _errored(self, worker: GeneratorWorker, error: Exception) -> None:
         if worker is self._worker:
