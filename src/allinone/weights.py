@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,9 @@ class ModelCard:
     description: str = ""
     parent: str | None = None
     weights: str | None = None
+    save_id: str | None = None
+    """Set by each save, in the card beside the weights and in the one inside them: a card
+    beside weights of another save is left over from an interrupted save."""
     version: int = CARD_VERSION
 
     def to_json(self) -> str:
@@ -99,10 +103,13 @@ def card_path(weights_path: Path) -> Path:
 
 
 def read_card(path: Path) -> ModelCard:
-    """Read and validate the card of a weights file (beside it, else in its header)."""
+    """Read and validate the card of a weights file: the one beside it (which the user may
+    edit), else, or when that one is left over from an interrupted save, the one inside it."""
     json_path = card_path(path)
     if json_path.exists():
-        return read_card_file(json_path)
+        card = read_card_file(json_path)
+        if card.save_id is None or _embedded_save_id(path) in (None, card.save_id):
+            return card
     header = _read_header(path)
     if "card" not in header:
         raise ModelFileError(f"{path}: no model card beside it ({json_path.name}) or inside it")
@@ -113,6 +120,14 @@ def read_card(path: Path) -> ModelCard:
     except json.JSONDecodeError as error:
         raise ModelFileError(f"{path}: the embedded model card is not valid JSON") from error
     return ModelCard.from_dict(data, str(path))
+
+
+def _embedded_save_id(path: Path) -> str | None:
+    """The save id of the card inside a weights file, or None."""
+    try:
+        return json.loads(_read_header(path).get("card", "{}")).get("save_id")
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _check_weights_file(path: Path) -> None:
@@ -136,7 +151,10 @@ def _read_header(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except Exception as error:
-        raise ModelFileError(f"{path}: not a readable safetensors file ({error})") from error
+        raise ModelFileError(
+            f"{path}: not a readable safetensors file: damaged, truncated or another format "
+            f"({error})"
+        ) from error
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -164,7 +182,7 @@ def save_model(state: dict[str, Any], card: ModelCard, path: Path) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
-    card.weights = path.name
+    card.weights, card.save_id = path.name, secrets.token_hex(8)
     text = card.to_json()
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     try:
