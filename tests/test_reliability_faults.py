@@ -25,6 +25,7 @@ Covered elsewhere, not repeated here:
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import threading
@@ -37,13 +38,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import open_widget
+from conftest import make_restorer, open_widget
 
 from allinone import cli
 from allinone.cli import main
 from allinone.errors import InputError, ModelFileError
 from allinone.infer.restorer import Composition, Progress, Restorer
 from allinone.io import read_image, write_image
+from allinone.models import PRESETS, Preset, build_network
 from allinone.types import DEGRADATIONS
 from napari_allinone._workers import JobState
 
@@ -301,6 +303,19 @@ def test_a_failed_save_leaves_the_previous_model(
         tiny_restorer.save(weights)
     assert (weights.read_bytes(), card.read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.json", "mine.safetensors"]
+
+
+def test_a_save_killed_between_its_renames_loads_the_new_model(
+    tmp_path: Path, tiny_restorer
+) -> None:
+    """Killed after the new weights replaced the old ones, before the new card did: the stale
+    card beside them is ignored for the one saved inside the weights."""
+    old = tiny_restorer.save(tmp_path / "mine")
+    wider = build_network(Preset.from_dict(PRESETS["tiny"].to_dict() | {"width": 16}))
+    new = make_restorer(wider, "wider").save(tmp_path / "new" / "mine")
+    os.replace(new, old)
+    restorer = Restorer.from_pretrained(old, device="cpu")
+    assert restorer.card.name == "wider" and restorer.net.preset.width == 16
 
 
 STALL = """

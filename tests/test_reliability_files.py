@@ -125,7 +125,7 @@ def _escaping(model: Path) -> Path:
 
 
 BAD_MODELS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
-    "truncated": (lambda m, _: _truncated(m), "corrupted or truncated safetensors file"),
+    "truncated": (lambda m, _: _truncated(m), "damaged, truncated"),
     "random": (lambda m, _: _bytes(m.parent, "r.safetensors", os.urandom(4096)), "not a readable"),
     "empty": (lambda m, _: _bytes(m.parent, "e.safetensors", b""), "not a readable"),
     "pickle": (lambda m, x: _pickle(m.parent, "evil.pt", x), "pickle-based model files are never"),
@@ -161,7 +161,7 @@ def test_cli_analyze_and_models_with_a_broken_model(
     _truncated(model)
     source = write_image(tmp_path / "in.png", np.zeros((16, 16), np.uint8))
     assert main(["analyze", str(source), "--model", "good", "--device", "cpu"]) == 2
-    assert capsys.readouterr().err.startswith(f"error: {model}: corrupted or truncated")
+    assert capsys.readouterr().err.startswith(f"error: {model}: not a readable safetensors")
     assert main(["models"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("good ")]
     assert len(listed) == 1 and "unusable: " in listed[0] and "user" in listed[0]
