@@ -239,6 +239,7 @@ def test_a_second_run_is_refused_while_one_is_going_on(
     assert tune_job.arrived["load"].wait(30)
     tune.start()
     assert "Fine-tuning: a run is still going on" in notifications[-1][1]
+    assert not any(c.isEnabled() for c in (tune.degraded, tune.budget, tune.engine.model))
     tune_job.open()
     qtbot.waitUntil(lambda: tune.job.state is JobState.DONE, timeout=TIMEOUT_MS)
     assert tune_job.calls == 1
