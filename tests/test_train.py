@@ -318,3 +318,16 @@ def test_psnr() -> None:
     clean = torch.full((2, 3, 8, 8), 0.5)
     assert psnr(clean + 0.1, clean) == pytest.approx(torch.tensor([20.0, 20.0]), abs=1e-3)
     assert psnr(clean, clean).min() == pytest.approx(100.0)
+
+
+def test_grey_patches_are_degraded_on_one_channel_then_replicated() -> None:
+    from allinone.train.data import degrade_batch
+
+    photos = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    micro = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    clean, batch = degrade_batch(photos, micro, torch.Generator().manual_seed(2), grey_fraction=0.5)
+    grey = torch.cat([clean[:2], clean[4:]]), torch.cat([batch.degraded[:2], batch.degraded[4:]])
+    for images in grey:
+        assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
+    assert not torch.equal(clean[2:4, 0], clean[2:4, 1])
+    assert batch.labels[4:, 3].sum() == 0  # microscopy never has rain

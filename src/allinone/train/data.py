@@ -101,13 +101,37 @@ class PatchSampler:
         self.generator.set_state(state)
 
 
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) → (B, 1, H, W) luminance."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype)
+    return (images * weights[:, None, None]).sum(dim=1, keepdim=True)
+
+
+def _synthesize_grey(clean: torch.Tensor, generator: torch.Generator, microscopy: bool):
+    """Degrade one grey channel, then replicate it to three, as the Restorer feeds grey planes."""
+    grey = _grey(clean)
+    batch = synthesize(grey, generator, microscopy=microscopy)
+    rgb = DegradedBatch(batch.degraded.expand(-1, 3, -1, -1), batch.labels, batch.severities)
+    return grey.expand(-1, 3, -1, -1), rgb
+
+
 def degrade_batch(
-    photos: torch.Tensor, microscopy: torch.Tensor | None, generator: torch.Generator
+    photos: torch.Tensor,
+    microscopy: torch.Tensor | None,
+    generator: torch.Generator,
+    grey_fraction: float = 0.0,
 ) -> tuple[torch.Tensor, DegradedBatch]:
-    """Synthesise degradations for both parts of a batch; return (clean, degraded batch)."""
-    parts = [(photos, synthesize(photos, generator))]
+    """Synthesise degradations for a batch; return (clean, degraded batch).
+
+    The first `grey_fraction` of the photos and all microscopy patches are made grey and degraded
+    on one channel before being replicated to three, so the network sees grey planes exactly as
+    the Restorer gives them (identical channels, noise included).
+    """
+    split = int(round(photos.shape[0] * grey_fraction))
+    parts = [_synthesize_grey(photos[:split], generator, False)] if split else []
+    parts.append((photos[split:], synthesize(photos[split:], generator)))
     if microscopy is not None:
-        parts.append((microscopy, synthesize(microscopy, generator, microscopy=True)))
+        parts.append(_synthesize_grey(microscopy, generator, True))
     clean = torch.cat([c for c, _ in parts])
     batch = DegradedBatch(
         torch.cat([d.degraded for _, d in parts]),

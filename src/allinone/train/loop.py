@@ -65,6 +65,7 @@ class TrainConfig:
     degrade_warmup: int = 2000
     composition_weight: float = 0.1
     microscopy_fraction: float = 0.125
+    grey_fraction: float = 0.25
     grad_clip: float = 1.0
     validation_images: int = 8
     validate_every: int = 500
@@ -205,7 +206,7 @@ class Trainer:
         photos, micro = self.sampler.sample(config.batch_size)
         photos = photos.to(self.device)
         micro = micro.to(self.device) if micro is not None else None
-        clean, batch = degrade_batch(photos, micro, self.synth)
+        clean, batch = degrade_batch(photos, micro, self.synth, self.config.grey_fraction)
         self.net.train()
         with self._amp():
             terms = self.objective(
