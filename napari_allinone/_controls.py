@@ -210,8 +210,21 @@ class ModelPicker(QWidget):
             self.changed.emit(self.value())
 
 
+SCALING_LABELS: dict[str, str] = {
+    "auto": "auto",
+    "percentile": "keep exposure (microscopy)",
+    "range": "correct exposure (photos)",
+}
+SCALING_TIP = (
+    "How intensities reach the model. Keep exposure stretches the data's 0.1-99.9 percentiles "
+    "and maps the result back, so a dim fluorescence image is denoised, never brightened. Correct "
+    "exposure uses the dtype's full range, so the model may brighten dark photos. Auto keeps the "
+    "exposure of grey and 16-bit images and corrects that of 8-bit colour images."
+)
+
+
 class EnginePicker:
-    """Model, device and precision controls, laid out as rows of the caller's form."""
+    """Model, device, precision and intensity-scaling controls, as rows of the caller's form."""
 
     def __init__(self, *, precision: bool = True) -> None:
         self.model = ModelPicker()
@@ -220,6 +233,9 @@ class EnginePicker:
             self.device.addItem(label, device_id)
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
+        self.scaling = QComboBox(toolTip=SCALING_TIP)
+        for scaling, label in SCALING_LABELS.items():
+            self.scaling.addItem(label, scaling)
         self._with_precision = precision
 
     def add_rows(self, form: QFormLayout) -> None:
@@ -228,24 +244,26 @@ class EnginePicker:
         form.addRow("Device", self.device)
         if self._with_precision:
             form.addRow("Precision", self.precision)
+        form.addRow("Intensities", self.scaling)
 
     def on_change(self, callback: Callable[[], None]) -> None:
-        """Call `callback()` whenever the model, device or precision changes."""
+        """Call `callback()` whenever any of the controls changes."""
         self.model.changed.connect(lambda _: callback())
-        self.device.currentIndexChanged.connect(lambda _: callback())
-        self.precision.currentIndexChanged.connect(lambda _: callback())
+        for combo in (self.device, self.precision, self.scaling):
+            combo.currentIndexChanged.connect(lambda _: callback())
 
     def set_enabled(self, enabled: bool) -> None:
         """Enable or disable every control."""
-        for control in (self.model, self.device, self.precision):
+        for control in (self.model, self.device, self.precision, self.scaling):
             control.setEnabled(enabled)
 
     def choice(self) -> EngineChoice:
-        """The current model, device and precision."""
+        """The current model, device, precision and scaling."""
         return EngineChoice(
             model=self.model.value(),
             device=self.device.currentData() or "auto",
             precision=self.precision.currentText(),
+            scaling=self.scaling.currentData() or "auto",
         )
 
     def set_device(self, device_id: str) -> None:

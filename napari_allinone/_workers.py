@@ -52,11 +52,12 @@ class Failure:
 
 @dataclass(frozen=True)
 class EngineChoice:
-    """Which model runs where."""
+    """Which model runs where, and how intensities reach it (see `fit_normalization`)."""
 
     model: str = "default"
     device: str = "auto"
     precision: str = "auto"
+    scaling: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,11 @@ def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray
     restorer = load_restorer(engine.model, engine.device, engine.precision)
     return (
         yield from restorer.restore_steps(
-            request.data, axes=request.axes, tile=request.tile, overlap=request.overlap
+            request.data,
+            axes=request.axes,
+            tile=request.tile,
+            overlap=request.overlap,
+            scaling=engine.scaling,
         )
     )
 
@@ -131,7 +136,9 @@ def analyze_job(request: AnalyzeRequest) -> Generator[Progress, None, Any]:
     """Estimate the degradation composition of `request.data`; returns a `Composition`."""
     engine = request.engine
     restorer = load_restorer(engine.model, engine.device, engine.precision)
-    return (yield from restorer.analyze_steps(request.data, axes=request.axes))
+    return (
+        yield from restorer.analyze_steps(request.data, axes=request.axes, scaling=engine.scaling)
+    )
 
 
 @guarded
@@ -151,6 +158,7 @@ def finetune_job(request: FinetuneRequest) -> Generator[Progress, None, Any]:
             lr=request.lr,
             adapt=request.adapt,
             finish=request.finish,
+            scaling=engine.scaling,
         )
     )
 

@@ -72,6 +72,19 @@ def test_restore_grey_png_shows_progress_on_a_terminal(
     assert result.array.shape == (96, 128) and result.array.dtype == np.uint16
 
 
+@pytest.mark.parametrize("scaling", ["auto", "percentile", "range"])
+def test_restore_scaling_option(tmp_path: Path, capsys, scaling: str) -> None:
+    from allinone import Restorer
+
+    source = _image(tmp_path / "dim.png", (40, 40), np.uint8)
+    output = tmp_path / "out.png"
+    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--scaling", scaling)
+    assert code == 0, err
+    image = read_image(source).array
+    expected = Restorer.from_pretrained("tiny", device="cpu").restore(image, scaling=scaling)
+    np.testing.assert_array_equal(read_image(output).array, expected)
+
+
 def test_restore_zyx_tiff_keeps_axes_and_metadata(tmp_path: Path, capsys) -> None:
     meta = {"resolution": (5.0, 5.0), "resolutionunit": 3}
     source = _image(tmp_path / "stack.tif", (16, 64, 64), np.uint16, axes="ZYX", metadata=meta)

@@ -267,13 +267,16 @@ def test_types_restrict_the_choice():
         synthesize(x, gen(), types=["fog"])
 
 
-def test_microscopy_never_rains():
+def test_microscopy_is_never_rained_on_or_darkened():
     x = image(b=48, c=1, size=16)
     out = synthesize(x, gen(), microscopy=True, mix_probability=0.7)
+    used = [DEGRADATIONS.index(n) for n in ("noise", "blur", "haze", "downsample")]
     assert not out.labels[:, DEGRADATIONS.index("rain")].any()
-    assert out.labels.sum(dim=0)[[0, 1, 2, 4, 5]].gt(0).all()
-    with pytest.raises(ValueError):
-        synthesize(x, gen(), types=["rain"], microscopy=True)
+    assert not out.labels[:, DEGRADATIONS.index("low_light")].any()
+    assert out.labels.sum(dim=0)[used].gt(0).all()
+    for name in ("rain", "low_light"):
+        with pytest.raises(ValueError):
+            synthesize(x, gen(), types=[name], microscopy=True)
 
 
 @pytest.mark.parametrize("microscopy", [False, True])

@@ -58,6 +58,24 @@ def test_restore_2d_image_keeps_source_and_placement(viewer, qtbot) -> None:
     np.testing.assert_array_equal(source.data, data)
 
 
+@pytest.mark.parametrize("scaling", ["percentile", "range"])
+def test_the_intensities_choice_reaches_the_engine(viewer, qtbot, scaling: str) -> None:
+    from allinone import Restorer
+
+    data = np.random.default_rng(2).poisson(6.0, (48, 48)).astype(np.uint8)
+    viewer.add_image(data, name="dim")
+    widget = _open(viewer, "Restore")
+    picker = widget.engine.scaling
+    picker.setCurrentIndex(picker.findData(scaling))
+    assert widget.settings.engine.scaling == scaling
+
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    expected = Restorer.from_pretrained("tiny", device="cpu").restore(data, scaling=scaling)
+    np.testing.assert_array_equal(viewer.layers["dim [restored]"].data, expected)
+
+
 def test_restore_stack_whole_layer_and_current_slice(viewer, qtbot) -> None:
     data = np.random.default_rng(1).integers(0, 4000, (3, 64, 64), dtype=np.uint16)
     viewer.add_image(data, name="stack", scale=(4, 1, 1))

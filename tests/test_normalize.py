@@ -1,4 +1,4 @@
-"""Dtype-aware normalisation: uint8 / 255, robust percentiles otherwise, exact inverses."""
+"""Intensity scaling: uint8 colour / 255, robust percentiles otherwise, exact inverses."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from allinone.infer.normalize import Normalization, check_dtype, fit_normalizati
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-def test_uint8_is_divided_by_255_with_an_exact_inverse() -> None:
-    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    norm = fit_normalization(values)
+def test_uint8_colour_is_divided_by_255_with_an_exact_inverse() -> None:
+    values = np.arange(256 * 3, dtype=np.uint16).reshape(16, 16, 3).astype(np.uint8)
+    norm = fit_normalization(values, rgb=True)
     assert (norm.offset, norm.scale, norm.dtype) == (0.0, 255.0, np.uint8)
     forward = norm.forward(values)
     assert forward.dtype == np.float32
@@ -26,6 +26,35 @@ def test_uint8_is_divided_by_255_with_an_exact_inverse() -> None:
     np.testing.assert_array_equal(back, values)
     # out-of-range network outputs are clipped, never wrapped
     np.testing.assert_array_equal(norm.inverse(np.array([-0.5, 1.5, 0.5])), [0, 255, 128])
+
+
+def test_auto_keeps_the_exposure_of_a_dim_grey_image() -> None:
+    rng = np.random.default_rng(0)
+    dim = rng.poisson(6.0, size=(64, 64)).astype(np.uint8)  # a dark fluorescence-like plane
+    auto = fit_normalization(dim)
+    low, high = np.percentile(dim.astype(np.float64), [0.1, 99.9])
+    assert (auto.offset, auto.scale) == (pytest.approx(low), pytest.approx(high - low))
+    assert fit_normalization(dim, "percentile") == auto
+    assert fit_normalization(dim, "range") == Normalization(0.0, 255.0, np.dtype(np.uint8))
+    colour = np.repeat(dim[:, :, None], 3, axis=2)
+    stretched = fit_normalization(colour, "percentile", rgb=True)
+    assert (stretched.offset, stretched.scale) == (auto.offset, pytest.approx(auto.scale, rel=0.02))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "offset", "scale"),
+    [(np.uint16, 0.0, 65535.0), (np.int16, -32768.0, 65535.0), (np.float32, 0.0, 1.0)],
+)
+def test_range_scaling_uses_the_dtype_range(dtype, offset, scale) -> None:
+    values = np.full((8, 8), 100, dtype=dtype)
+    norm = fit_normalization(values, "range")
+    assert (norm.offset, norm.scale) == (offset, scale)
+    np.testing.assert_array_equal(norm.inverse(norm.forward(values)), values)
+
+
+def test_an_unknown_scaling_is_refused_with_the_choices() -> None:
+    with pytest.raises(InputError, match="percentile"):
+        fit_normalization(np.zeros((4, 4), np.uint8), "minmax")
 
 
 def full_range(dtype) -> np.ndarray:

@@ -57,14 +57,15 @@ def test_explicit_and_guessed_axes_agree(tiny_restorer) -> None:
 
 
 def test_planes_are_restored_independently_and_put_back_in_place(tiny_restorer) -> None:
+    # one scaling for the whole stack (percentiles would be fitted to the stack, not the plane)
     stack = np.stack([random_image((20, 27), np.uint8, seed) for seed in range(3)])
     stack[1] //= 4  # planes that differ a lot
-    together = tiny_restorer.restore(stack, axes="ZYX", overlap=8)
+    together = tiny_restorer.restore(stack, axes="ZYX", overlap=8, scaling="range")
     for z in range(3):
-        alone = tiny_restorer.restore(stack[z], axes="YX", overlap=8)
+        alone = tiny_restorer.restore(stack[z], axes="YX", overlap=8, scaling="range")
         assert np.abs(alone.astype(int) - together[z]).max() <= 1
     # the same stack with its axes in another order gives the same planes
-    moved = tiny_restorer.restore(np.moveaxis(stack, 0, 2), axes="YXZ", overlap=8)
+    moved = tiny_restorer.restore(np.moveaxis(stack, 0, 2), axes="YXZ", overlap=8, scaling="range")
     assert np.abs(np.moveaxis(moved, 2, 0).astype(int) - together).max() <= 1
 
 

@@ -41,6 +41,7 @@ class BatchOptions:
     axes: str | None = None
     tile: int | None = None
     overlap: int = 32
+    scaling: str = "auto"
     torch_threads: int | None = None
     """CPU threads a worker's torch uses (local worker processes start with one: `run_batch`
     shares the CPUs among them)."""
@@ -116,7 +117,13 @@ def restore_file(source: str, output: str, options: BatchOptions) -> str:
     axes = options.axes or image.axes
     check_format(output, image.array, axes)
     restorer = restorer_for(options.model, worker_device(options.device), options.precision)
-    result = restorer.restore(image.array, axes=axes, tile=options.tile, overlap=options.overlap)
+    result = restorer.restore(
+        image.array,
+        axes=axes,
+        tile=options.tile,
+        overlap=options.overlap,
+        scaling=options.scaling,
+    )
     write_image(output, result, axes=axes, metadata=image.metadata, overwrite=True)
     return output
 

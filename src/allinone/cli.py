@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from allinone import __version__
 from allinone.errors import AllInOneError, InputError, OutputExistsError
+from allinone.infer.normalize import SCALINGS
 from allinone.types import DEGRADATIONS
 
 if TYPE_CHECKING:
@@ -102,6 +103,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         type=_axes,
         metavar="AXES",
         help="the image's axes from TZCYX, e.g. ZYX or YXC (default: from the file, or guessed)",
+    )
+    parser.add_argument(
+        "--scaling",
+        choices=SCALINGS,
+        default="auto",
+        help="intensity scaling: percentile keeps the exposure (microscopy), range lets the model "
+        "correct it (dark photos); auto = range for 8-bit colour, else percentile",
     )
 
 
@@ -364,7 +372,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     restorer = _load_restorer(args)
     with _progress("restoring") as progress:
         result = restorer.restore(
-            image.array, axes=axes, tile=args.tile, overlap=args.overlap, progress=progress
+            image.array,
+            axes=axes,
+            tile=args.tile,
+            overlap=args.overlap,
+            progress=progress,
+            scaling=args.scaling,
         )
     write_image(output, result, axes=axes, metadata=image.metadata, overwrite=args.overwrite)
     print(f"wrote {output}", file=sys.stderr)
@@ -377,7 +390,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     image = read_image(args.input)
     restorer = _load_restorer(args)
     with _progress("analysing") as progress:
-        composition = restorer.analyze(image.array, axes=args.axes or image.axes, progress=progress)
+        composition = restorer.analyze(
+            image.array, axes=args.axes or image.axes, progress=progress, scaling=args.scaling
+        )
     probabilities = {name: float(composition.probabilities[name]) for name in DEGRADATIONS}
     dominant = composition.dominant(DOMINANT_THRESHOLD)
     if args.json:
@@ -462,6 +477,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         axes=args.axes,
         tile=args.tile,
         overlap=args.overlap,
+        scaling=args.scaling,
     )
 
     def done(source: Path, error: str | None) -> None:
@@ -535,6 +551,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         batch_size=args.batch_size,
         seed=args.seed,
+        scaling=args.scaling,
     )
     while True:
         try:

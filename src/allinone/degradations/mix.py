@@ -121,14 +121,22 @@ def apply(
     return _APPLY[name](x, per_sample(severity, x).clamp(0, 1), generator, microscopy)
 
 
+NOT_IN_MICROSCOPY: tuple[str, ...] = ("rain", "low_light")
+"""Never synthesised on microscopy: there is no rain under a microscope, and a dim fluorescence
+image is the signal itself (few photons show up as Poisson noise), not an exposure to correct."""
+
+
 def _allowed(types: Sequence[str] | None, microscopy: bool) -> list[str]:
     names = list(DEGRADATIONS if types is None else types)
     unknown = sorted(set(names) - set(DEGRADATIONS))
     if unknown:
         raise ValueError(f"unknown degradations {unknown}; expected names from {DEGRADATIONS}")
-    allowed = [n for n in DEGRADATIONS if n in names and not (microscopy and n == "rain")]
+    excluded = NOT_IN_MICROSCOPY if microscopy else ()
+    allowed = [n for n in DEGRADATIONS if n in names and n not in excluded]
     if not allowed:
-        raise ValueError("no degradation left to choose from (rain is excluded for microscopy)")
+        raise ValueError(
+            f"no degradation left to choose from ({', '.join(excluded)} excluded for microscopy)"
+        )
     return allowed
 
 
@@ -169,7 +177,7 @@ def synthesize(
     Each sample is left clean with probability ``clean_probability``; otherwise it gets one
     degradation type, or with probability ``mix_probability`` 2..``max_mixed`` distinct types,
     drawn from ``types`` (default: all), each at a uniform random severity, applied in ORDER.
-    ``microscopy`` uses the microscopy variants and never picks rain.
+    ``microscopy`` uses the microscopy variants and never picks NOT_IN_MICROSCOPY.
     """
     allowed = _allowed(types, microscopy)
     columns = [DEGRADATIONS.index(n) for n in allowed]

@@ -10,7 +10,7 @@ from allinone.errors import InputError
 
 LOW_PERCENTILE = 0.1
 HIGH_PERCENTILE = 99.9
-SAMPLE_SIZE = 2**22
+SAMPLE_SIZE = 2**20
 MIN_SAMPLED = 16
 
 
@@ -76,13 +76,48 @@ def _sample(array) -> np.ndarray:
     return np.asarray(array[tuple(slice(None, None, step) for step in steps)]).ravel()
 
 
-def fit_normalization(array) -> Normalization:
-    """uint8 is divided by 255; other dtypes use robust percentiles of (a sample of) the data."""
+SCALINGS: tuple[str, ...] = ("auto", "percentile", "range")
+"""How intensities map to the network's [0, 1]: see `fit_normalization`."""
+
+
+def check_scaling(scaling: str) -> str:
+    """`scaling` if it is one of SCALINGS, else a clear error."""
+    if scaling not in SCALINGS:
+        raise InputError(f"unknown intensity scaling {scaling!r}; choose one of {SCALINGS}")
+    return scaling
+
+
+def fit_normalization(array, scaling: str = "auto", rgb: bool = False) -> Normalization:
+    """The map of `array`'s intensities to the network's range.
+
+    - ``"percentile"``: robust percentiles (0.1 and 99.9) of (a sample of) the data go to 0 and 1,
+      so a dim fluorescence image or a 12-bit camera in uint16 is seen at full contrast and the
+      exposure is never "corrected": the inverse puts the result back on the input's scale.
+    - ``"range"``: integers by their dtype's full range (uint8 / 255, uint16 / 65535), floats as
+      they are; a dark image stays dark for the network, which may brighten it (low light).
+    - ``"auto"`` (default): ``"range"`` for uint8 colour images (photos), ``"percentile"`` for
+      everything else (grey planes, stacks, microscopy dtypes).
+    """
     dtype = check_dtype(array.dtype)
-    if dtype == np.uint8:
-        return Normalization(0.0, 255.0, dtype)
-    values = _sample(array).astype(np.float64)
-    values = values[np.isfinite(values)]
+    scaling = check_scaling(scaling)
+    if scaling == "auto":
+        scaling = "range" if dtype == np.uint8 and rgb else "percentile"
+    if scaling == "range":
+        return _range_normalization(dtype)
+    return _percentile_normalization(array, dtype)
+
+
+def _range_normalization(dtype: np.dtype) -> Normalization:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return Normalization(float(info.min), float(info.max) - float(info.min), dtype)
+    return Normalization(0.0, 1.0, dtype)
+
+
+def _percentile_normalization(array, dtype: np.dtype) -> Normalization:
+    values = _sample(array)
+    if np.issubdtype(dtype, np.floating):
+        values = values[np.isfinite(values)].astype(np.float64)
     if values.size == 0:
         return Normalization(0.0, 1.0, dtype)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -15,7 +15,12 @@ import torch
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.normalize import Normalization, check_dtype, fit_normalization
+from allinone.infer.normalize import (
+    Normalization,
+    check_dtype,
+    check_scaling,
+    fit_normalization,
+)
 from allinone.infer.pipeline import (
     PlaneSource,
     Progress,
@@ -184,17 +189,22 @@ class Restorer:
         overlap: int = 32,
         cancel=None,
         out=None,
+        scaling: str = "auto",
     ) -> Generator[Progress, None, np.ndarray]:
         """Restore `array` (same shape and dtype out), yielding `Progress` after each batch.
 
         `array` may be a NumPy array, a memory map, a zarr or a dask array: it is read a band of
         tiles at a time. Results go into `out` (a preallocated array, memory map or zarr array of
         the same shape and dtype) when given, as they are finished, and `out` is returned.
+        `scaling` maps intensities to the network's range (see `fit_normalization`): ``"auto"``
+        keeps the exposure of grey planes and microscopy dtypes (percentiles) and lets the model
+        correct that of uint8 colour photos (``"range"``).
         """
         check_dtype(array.dtype)
+        check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, overlap)
         out = _output_for(array, out)
-        norm = fit_normalization(array)
+        norm = fit_normalization(array, scaling, layout.rgb)
         return (yield from self._restore_with(array, layout, grid, norm, out, cancel))
 
     def restore(
@@ -206,12 +216,20 @@ class Restorer:
         progress: ProgressCallback = None,
         cancel=None,
         out=None,
+        scaling: str = "auto",
     ) -> np.ndarray:
         """Restore an N-D array; see `restore_steps`. `tile=None` is automatic, 0 is one pass."""
-        steps = self.restore_steps(array, axes, tile, overlap, cancel, out)
+        steps = self.restore_steps(array, axes, tile, overlap, cancel, out, scaling)
         return _drive(steps, progress, cancel)
 
-    def restore_dask(self, array, axes: str | None = None, tile: int | None = None, overlap=32):
+    def restore_dask(
+        self,
+        array,
+        axes: str | None = None,
+        tile: int | None = None,
+        overlap: int = 32,
+        scaling: str = "auto",
+    ):
         """A lazy dask array: `array` (a dask array) restored, block by block, when computed.
 
         Blocks hold whole planes: `array` is rechunked so that Y, X (and colour) are single
@@ -228,8 +246,9 @@ class Restorer:
 
         array = da.asarray(array)
         check_dtype(array.dtype)
+        check_scaling(scaling)
         layout, _ = self._plan(array.shape, axes, tile, overlap)
-        norm = fit_normalization(array)
+        norm = fit_normalization(array, scaling, layout.rgb)
         planes = array.rechunk({i: -1 for i in range(array.ndim) if i not in layout.lead_axes})
         lock = threading.Lock()
 
@@ -245,12 +264,18 @@ class Restorer:
         return planes.map_blocks(restore_block, dtype=array.dtype, meta=meta, name=name)
 
     def analyze_steps(
-        self, array, axes: str | None = None, tile: int | None = None, cancel=None
+        self,
+        array,
+        axes: str | None = None,
+        tile: int | None = None,
+        cancel=None,
+        scaling: str = "auto",
     ) -> Generator[Progress, None, Composition]:
         """Composition of `array`, yielding `Progress` after each batch of tiles."""
         check_dtype(array.dtype)
+        check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, 32)
-        norm = fit_normalization(array)
+        norm = fit_normalization(array, scaling, layout.rgb)
         scale = AllInOneNet.multiple
         height, width = layout.plane_shape
         cells = (-(-height // scale), -(-width // scale))
@@ -290,9 +315,10 @@ class Restorer:
         tile: int | None = None,
         progress: ProgressCallback = None,
         cancel=None,
+        scaling: str = "auto",
     ) -> Composition:
         """Per-type probabilities for the whole array and per-region maps; see `analyze_steps`."""
-        return _drive(self.analyze_steps(array, axes, tile, cancel), progress, cancel)
+        return _drive(self.analyze_steps(array, axes, tile, cancel, scaling), progress, cancel)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The network's weights on the CPU."""
@@ -318,6 +344,7 @@ class Restorer:
         seed: int = 0,
         cancel=None,
         finish=None,
+        scaling: str = "auto",
     ) -> Generator[Progress, None, FinetuneResult]:
         """Fine-tune a copy of this model on (degraded, clean) pairs, yielding `Progress`.
 
@@ -341,6 +368,7 @@ class Restorer:
                 seed=seed,
                 cancel=cancel,
                 finish=finish,
+                scaling=scaling,
             )
         )
 

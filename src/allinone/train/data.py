@@ -4,6 +4,9 @@ The training photos are all of BSD432 (disjoint from CBSD68) and DIV2K_val_crop2
 targets of fields of view 7–20 (microscopy); nothing from CBSD68, Set5/Set14, Urban100, Rain100H,
 SOTS or FMD fields 2–6 is read. The last `validation_images` DIV2K crops are held out for
 validation. Degradations are synthesised on the device, single and mixed.
+
+Microscopy fields are stretched by their percentiles, as the Restorer scales grey planes by
+default (``scaling="auto"``), so the network learns fluorescence at the contrast it will see it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 
 from allinone.degradations import DegradedBatch, synthesize
 from allinone.errors import InputError
+from allinone.infer.normalize import fit_normalization
 
 MICROSCOPY_FIELDS = range(7, 21)
 
@@ -60,6 +64,16 @@ def training_paths(root: Path, validation_images: int) -> tuple[list[Path], list
 
 def load_images(paths: list[Path]) -> list[np.ndarray]:
     return [_read(p) for p in paths]
+
+
+def stretch(image: np.ndarray) -> np.ndarray:
+    """A uint8 image with its 0.1 and 99.9 percentiles mapped to 0 and 255 (clipped)."""
+    norm = fit_normalization(image, scaling="percentile")
+    return np.rint(np.clip(norm.forward(image), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def load_microscopy(paths: list[Path]) -> list[np.ndarray]:
+    return [stretch(_read(p)) for p in paths]
 
 
 class PatchSampler:

@@ -30,7 +30,12 @@ from torch.nn import functional as F
 
 from allinone.errors import Cancelled, InputError
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.normalize import Normalization, check_dtype, fit_normalization
+from allinone.infer.normalize import (
+    Normalization,
+    check_dtype,
+    check_scaling,
+    fit_normalization,
+)
 from allinone.infer.pipeline import Progress, is_cancelled
 from allinone.infer.restorer import Restorer
 from allinone.models import AllInOneNet
@@ -185,6 +190,7 @@ def finetune_steps(
     seed: int = 0,
     cancel=None,
     finish=None,
+    scaling: str = "auto",
 ) -> Generator[Progress, None, FinetuneResult]:
     """Fine-tune a copy of `restorer`'s network on (degraded, clean) pairs.
 
@@ -193,12 +199,14 @@ def finetune_steps(
     the best validation PSNR are returned. Yields `Progress` after every step, with `metrics`
     (`step`, `loss`, `lr`, and `val_psnr` on evaluation steps); `cancel` is checked before every
     step and raises `Cancelled`; `finish` (a callable or Event-like, like `cancel`) ends the run
-    early after the current step and still returns the best weights so far.
+    early after the current step and still returns the best weights so far. Each pair is scaled
+    by its degraded image's `scaling` (see `fit_normalization`), as `Restorer.restore` scales it.
     """
     budget = _Budget(*_check_budget(steps, seconds))
     _check_options(val_fraction, lr, adapt, patch_size, batch_size)
+    check_scaling(scaling)
     checked = _check_pairs(pairs)
-    samples = _samples(checked, axes, rois, val_fraction)
+    samples = _samples(checked, axes, rois, val_fraction, scaling)
     patch = _patch_size(samples, patch_size)
     net = copy.deepcopy(restorer.net)
     params = _select(net, adapt)
@@ -317,6 +325,7 @@ def _samples(
     axes: str | None,
     rois: Sequence[Rect] | None,
     val_fraction: float,
+    scaling: str,
 ) -> list[_Sample]:
     """Every region of every plane of every pair, split into training and validation parts."""
     if rois is not None and len(rois) == 0:
@@ -324,7 +333,7 @@ def _samples(
     samples = []
     for degraded, clean in pairs:
         layout = PlaneLayout.of(degraded.shape, axes)
-        norm = fit_normalization(degraded)
+        norm = fit_normalization(degraded, scaling, layout.rgb)
         regions = _regions(layout.plane_shape, rois)
         splits = [_split(region, val_fraction) for region in regions]
         for index in layout.indices():

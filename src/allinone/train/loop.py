@@ -43,6 +43,7 @@ from allinone.train.data import (
     data_root,
     degrade_batch,
     load_images,
+    load_microscopy,
     training_paths,
 )
 from allinone.train.losses import bidirectional_loss, psnr
@@ -167,7 +168,7 @@ class Trainer:
         root = data_root(data)
         photos, micro, validation = training_paths(root, config.validation_images)
         self.sources = {"photos": len(photos), "microscopy": len(micro), "root": str(root)}
-        images = ImageSet(load_images(photos), load_images(micro))
+        images = ImageSet(load_images(photos), load_microscopy(micro))
         self.sampler = PatchSampler(
             images, config.patch_size, config.microscopy_fraction, stream_seed
         )

@@ -1,0 +1,49 @@
+"""The shipped default model on small images that scikit-image ships or that are made here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data, filters
+from skimage.metrics import peak_signal_noise_ratio
+
+from allinone import Restorer
+from allinone.weights import find_model
+
+MAX_BYTES = 15 * 2**20
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Restorer:
+    return Restorer.from_pretrained("default", device="cpu")
+
+
+def dim_fluorescence(size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noisy): sparse blobs at a few tens of photons on a dark background, uint8."""
+    blobs = data.binary_blobs(size, blob_size_fraction=0.05, volume_fraction=0.15, rng=1)
+    clean = 2.0 + 40.0 * filters.gaussian(blobs.astype(float), 1.5)
+    noisy = np.random.default_rng(seed).poisson(clean).astype(np.uint8)
+    return clean, noisy
+
+
+def test_the_shipped_weights_are_small(shipped: Restorer) -> None:
+    path = find_model("default")
+    assert path is not None and path.stat().st_size <= MAX_BYTES
+    assert shipped.card.training["steps"] > 0
+
+
+def test_a_dim_fluorescence_image_is_denoised_not_brightened(shipped: Restorer) -> None:
+    clean, noisy = dim_fluorescence()
+    restored = shipped.restore(noisy)
+    assert restored.mean() == pytest.approx(noisy.mean(), rel=0.15)
+    rmse = lambda image: np.sqrt(np.mean((image.astype(float) - clean) ** 2))  # noqa: E731
+    assert rmse(restored) < rmse(noisy)
+
+
+def test_a_noisy_colour_photo_is_improved(shipped: Restorer) -> None:
+    clean = data.astronaut()[96:224, 160:288]
+    noise = np.random.default_rng(0).normal(0, 25, clean.shape)
+    noisy = np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)
+    restored = shipped.restore(noisy)
+    before = peak_signal_noise_ratio(clean, noisy)
+    assert peak_signal_noise_ratio(clean, restored) > before + 1.0
