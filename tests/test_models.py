@@ -256,3 +256,23 @@ def test_tiny_network_is_local() -> None:
     assert far.max() == 0
     cells = (a.pixel_logits - b.pixel_logits).abs().amax(dim=(0, 1, 3))
     assert cells[:7].max() == 0 and cells[58:].max() == 0
+
+
+def test_channels_last_fast_paths_match_the_plain_layers() -> None:
+    from allinone.models.blocks import LayerNorm2d, PointwiseConv
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 9, 7)
+    fast = x.contiguous(memory_format=torch.channels_last)
+    conv = PointwiseConv(12, 20)
+    norm = LayerNorm2d(12)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    for layer in (conv, norm):
+        expected = layer(x)
+        got = layer(fast)
+        assert got.shape == expected.shape
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert isinstance(conv, torch.nn.Conv2d) and conv.weight.shape == (20, 12, 1, 1)

@@ -12,6 +12,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _cpu_channels_last(x: torch.Tensor) -> bool:
+    """True for a CPU tensor whose channels are its innermost dimension in memory (NHWC)."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return channels_last and x.device.type == "cpu"
+
+
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution. On a channels-last CPU tensor it runs as one matrix product over the
+    pixels (the same arithmetic as the convolution, without the im2col copy of PyTorch's CPU
+    fallback for 1x1 kernels, about twice as fast); elsewhere it is `nn.Conv2d`."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _cpu_channels_last(x):
+            return super().forward(x)
+        weight = self.weight.view(self.out_channels, self.in_channels)
+        return F.linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
+
+
 class LayerNorm2d(nn.Module):
     """Layer normalisation over the channels of each pixel."""
 
@@ -22,6 +43,10 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _cpu_channels_last(x):  # one fused kernel over the innermost (channel) dimension
+            shape = (x.shape[1],)
+            pixels = F.layer_norm(x.permute(0, 2, 3, 1), shape, self.weight, self.bias, self.eps)
+            return pixels.permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
@@ -41,12 +66,12 @@ class NAFBlock(nn.Module):
         super().__init__()
         hidden = int(channels * expansion)
         self.norm1 = LayerNorm2d(channels)
-        self.expand = nn.Conv2d(channels, hidden, 1)
+        self.expand = PointwiseConv(channels, hidden)
         self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
-        self.project = nn.Conv2d(hidden // 2, channels, 1)
+        self.project = PointwiseConv(hidden // 2, channels)
         self.norm2 = LayerNorm2d(channels)
-        self.ffn_in = nn.Conv2d(channels, hidden, 1)
-        self.ffn_out = nn.Conv2d(hidden // 2, channels, 1)
+        self.ffn_in = PointwiseConv(channels, hidden)
+        self.ffn_out = PointwiseConv(hidden // 2, channels)
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
@@ -64,9 +89,9 @@ class TransposedAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        self.qkv = nn.Conv2d(channels, channels * 3, 1)
+        self.qkv = PointwiseConv(channels, channels * 3)
         self.qkv_dw = nn.Conv2d(channels * 3, channels * 3, 3, padding=1, groups=channels * 3)
-        self.project = nn.Conv2d(channels, channels, 1)
+        self.project = PointwiseConv(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -83,9 +108,9 @@ class GatedFeedForward(nn.Module):
     def __init__(self, channels: int, expansion: float) -> None:
         super().__init__()
         hidden = int(channels * expansion)
-        self.project_in = nn.Conv2d(channels, hidden * 2, 1)
+        self.project_in = PointwiseConv(channels, hidden * 2)
         self.depthwise = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2)
-        self.project_out = nn.Conv2d(hidden, channels, 1)
+        self.project_out = PointwiseConv(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.depthwise(self.project_in(x)).chunk(2, dim=1)
@@ -132,7 +157,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels * 2, 1)
+        self.conv = PointwiseConv(channels, channels * 2)
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

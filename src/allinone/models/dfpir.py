@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from allinone.models.blocks import LayerNorm2d
+from allinone.models.blocks import LayerNorm2d, PointwiseConv
 
 
 def top_fraction_mask(logits: torch.Tensor, keep: float) -> torch.Tensor:
@@ -45,12 +45,12 @@ class PerturbationBlock(nn.Module):
         perms += [torch.randperm(channels, generator=generator) for _ in range(num_types)]
         self.register_buffer("permutations", torch.stack(perms), persistent=False)
         self.norm = LayerNorm2d(channels)
-        self.conv_in = nn.Conv2d(channels, channels, 1)
-        self.conv_out = nn.Conv2d(channels, channels, 1)
+        self.conv_in = PointwiseConv(channels, channels)
+        self.conv_out = PointwiseConv(channels, channels)
         per_head = channels // heads
         self.attn_logits = nn.Parameter(torch.zeros(num_types + 1, heads, per_head, per_head))
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.project = nn.Conv2d(channels, channels, 1)
+        self.value = PointwiseConv(channels, channels)
+        self.project = PointwiseConv(channels, channels)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from allinone.models.blocks import PointwiseConv
+
 
 class CompositionHead(nn.Module):
     """Per-pixel multi-label logits over the named types, from the query weights of every level.
@@ -18,10 +20,10 @@ class CompositionHead(nn.Module):
     def __init__(self, num_atoms: int, latent_channels: int, num_types: int) -> None:
         super().__init__()
         hidden = 64
-        self.latent = nn.Conv2d(latent_channels, hidden, 1)
-        self.atoms = nn.Conv2d(num_atoms * 3, hidden, 1)
-        self.mlp = nn.Sequential(nn.GELU(), nn.Conv2d(hidden, hidden, 1), nn.GELU())
-        self.out = nn.Conv2d(hidden, num_types, 1)
+        self.latent = PointwiseConv(latent_channels, hidden)
+        self.atoms = PointwiseConv(num_atoms * 3, hidden)
+        self.mlp = nn.Sequential(nn.GELU(), PointwiseConv(hidden, hidden), nn.GELU())
+        self.out = PointwiseConv(hidden, num_types)
 
     def forward(self, weights: list[torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits at the latent resolution, shape (B, T, H/8, W/8)."""

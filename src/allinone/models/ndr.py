@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from allinone.models.blocks import Downsample, LayerNorm2d, NAFBlock, Upsample
+from allinone.models.blocks import Downsample, LayerNorm2d, NAFBlock, PointwiseConv, Upsample
 
 
 class DegradationDictionary(nn.Module):
@@ -66,9 +66,9 @@ class DegradationInjection(nn.Module):
         self.dictionary = [dictionary]
         num_atoms, atom_dim = dictionary.atoms.shape
         self.atom_to_channels = nn.Linear(atom_dim, channels, bias=False)
-        self.spatial_factors = nn.Conv2d(num_atoms, rank, 1)
-        self.channel_factors = nn.Conv2d(rank, channels, 1)
-        self.modulation = nn.Conv2d(channels, channels * 2, 1)
+        self.spatial_factors = PointwiseConv(num_atoms, rank)
+        self.channel_factors = PointwiseConv(rank, channels)
+        self.modulation = PointwiseConv(channels, channels * 2)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
@@ -96,7 +96,7 @@ class DegradationNetwork(nn.Module):
         self.inject = nn.ModuleList(DegradationInjection(c, dictionary, rank) for c in widths)
         self.down = nn.ModuleList(Downsample(c) for c in widths[:2])
         self.up = nn.ModuleList(Upsample(c) for c in widths[1:])
-        self.fuse = nn.ModuleList(nn.Conv2d(c * 2, c, 1) for c in widths[:2])
+        self.fuse = nn.ModuleList(PointwiseConv(c * 2, c) for c in widths[:2])
         self.dec = nn.ModuleList(NAFBlock(c) for c in widths[:2])
         self.out = nn.Conv2d(width, 3, 3, padding=1)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from allinone.models.blocks import Downsample, Upsample, make_stage
+from allinone.models.blocks import Downsample, PointwiseConv, Upsample, make_stage
 from allinone.models.dfpir import PerturbationBlock
 from allinone.models.heads import CompositionHead, route_from_logits
 from allinone.models.ndr import (
@@ -78,7 +78,7 @@ class AllInOneNet(nn.Module):
                 for c, h in zip((*widths, latent_width), p.heads, strict=True)
             )
         self.ups = nn.ModuleList(Upsample(c * 2) for c in widths)
-        self.fuse = nn.ModuleList(nn.Conv2d(c * 2, c, 1) for c in widths)
+        self.fuse = nn.ModuleList(PointwiseConv(c * 2, c) for c in widths)
         self.decoders = nn.ModuleList(
             make_stage(p.block, c, n, h, p.ffn_expansion)
             for c, n, h in zip(widths, reversed(p.dec_blocks), p.heads[:3], strict=True)
