@@ -78,8 +78,10 @@ def test_tile_grid_covers_the_padded_plane(height, width, tile, overlap) -> None
 
 def test_tile_grid_sizes() -> None:
     grid = TileGrid.plan(1024, 1024, 256, 32)
-    assert (grid.core_h, grid.context, grid.blend) == (256, 32, 8)
-    assert len(grid.tiles()) == 25
+    assert (grid.core_h, grid.context, grid.blend) == (264, 32, 8)  # 256 each + the blend band
+    assert len(grid.tiles()) == 16
+    uneven = TileGrid.plan(1000, 1000, 512, 32)
+    assert uneven.core_h == 504 and len(uneven.tiles()) == 4  # equal cores, no sliver
     tiny = TileGrid.plan(100, 100, 3, 0)
     assert tiny.core_h == 16 and tiny.blend == 0  # at least two multiples
     whole = TileGrid.plan(100, 37, 0, 0)
@@ -98,7 +100,8 @@ def test_tile_read_reflects_at_the_image_border() -> None:
 
 
 def test_core_of_crops_the_context() -> None:
-    grid = TileGrid.plan(64, 64, 32, 16)
+    grid = TileGrid.plan(64, 64, 24, 16)
+    assert (grid.context, grid.core_h, grid.core_w) == (16, 32, 32)
     output = np.arange(3 * 64 * 64).reshape(3, 64, 64)
     np.testing.assert_array_equal(grid.core_of(output), output[:, 16:48, 16:48])
     np.testing.assert_array_equal(grid.core_of(output[:, ::8, ::8], 8), output[:, 16:48:8, 16:48:8])

@@ -46,6 +46,16 @@ def _ramp(length: int, blend: int, ramp_start: bool, ramp_end: bool) -> np.ndarr
     return weight
 
 
+def _balanced_core(length: int, largest: int, blend: int, multiple: int) -> int:
+    """The smallest core, at most `largest`, that covers `length` with as few cores as `largest`
+    does (neighbours overlapping by `blend`): equal cores rather than full ones plus a sliver.
+    E.g. 1000 pixels in cores of at most 520 overlapping by 8: two of 504, not of 520."""
+    if largest >= length:
+        return length
+    count = -(-(length - blend) // max(largest - blend, 1))
+    return min(largest, round_up(-(-(length + (count - 1) * blend) // count), multiple))
+
+
 @dataclass(frozen=True)
 class Tile:
     """A core at (y, x) of the padded plane, of the grid's core size."""
@@ -68,15 +78,21 @@ class TileGrid:
 
     @classmethod
     def plan(cls, height: int, width: int, tile: int, overlap: int, multiple: int = 8) -> TileGrid:
-        """Grid for a `height` x `width` plane; `tile <= 0` means one tile for the whole plane."""
+        """Grid for a `height` x `width` plane; `tile <= 0` means one tile for the whole plane.
+
+        Each tile's own share of the plane is at most `tile` (rounded up to `multiple`); its core
+        adds the `blend` band it shares with a neighbour, and its input the `context` margins. So
+        a 1024 plane with `tile=512` takes 2 x 2 tiles, whose cores are as equal as possible.
+        """
         padded_h, padded_w = round_up(height, multiple), round_up(width, multiple)
         context = round_up(max(overlap, 0), multiple)
+        blend = round_up(max(overlap // 4, 1), multiple) if overlap > 0 else 0
         if tile <= 0:
             core_h, core_w = padded_h, padded_w
         else:
-            core = max(round_up(tile, multiple), 2 * multiple)
-            core_h, core_w = min(core, padded_h), min(core, padded_w)
-        blend = round_up(max(overlap // 4, 1), multiple) if overlap > 0 else 0
+            core = max(round_up(tile, multiple), 2 * multiple) + blend
+            core_h = _balanced_core(padded_h, core, blend, multiple)
+            core_w = _balanced_core(padded_w, core, blend, multiple)
         return cls(height, width, core_h, core_w, context, blend, multiple)
 
     @property
