@@ -8,8 +8,10 @@ import threading
 import numpy as np
 import pytest
 import torch
+from skimage.metrics import peak_signal_noise_ratio
 
 from allinone import DEGRADATIONS
+from allinone.devices import cpu_has_bf16
 from allinone.errors import Cancelled, InputError
 from allinone.infer.restorer import Composition, Progress, Restorer
 from allinone.infer.tiling import TileGrid
@@ -326,7 +328,21 @@ def test_restorer_refuses_an_unknown_precision() -> None:
         Restorer.from_pretrained("tiny", device="cpu", precision="fp8")
 
 
-def test_restorer_on_cpu_runs_in_float32(tiny_restorer) -> None:
+def test_restorer_on_cpu_runs_in_bf16_where_native(tiny_restorer) -> None:
     assert tiny_restorer.device == torch.device("cpu")
-    assert tiny_restorer.autocast_dtype == torch.float32
+    native = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    assert tiny_restorer.autocast_dtype == native
+    assert Restorer.from_pretrained("tiny", device="cpu", precision="fp32").autocast_dtype == (
+        torch.float32
+    )
     assert not tiny_restorer.net.training
+
+
+def test_cpu_bf16_restores_as_float32_does() -> None:
+    image = np.random.default_rng(3).integers(0, 256, (96, 80, 3), dtype=np.uint8)
+    fp32, bf16 = (
+        Restorer.from_pretrained("tiny", device="cpu", precision=p).restore(image)
+        for p in ("fp32", "bf16")
+    )
+    assert bf16.dtype == np.uint8
+    assert peak_signal_noise_ratio(fp32, bf16) > 40

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError
 from allinone.infer.restorer import Restorer
 from allinone.models import PRESETS, build_network
@@ -172,6 +173,19 @@ def test_same_seed_same_weights(run_a: Trainer, data: Path, tmp_path: Path) -> N
     torch.manual_seed(CONFIG.seed)
     initial = build_network("tiny").state_dict()
     assert not torch.equal(initial["embed.weight"], expected["embed.weight"])
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_cpu_bf16_trains_in_bf16_and_stays_deterministic(data: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(CONFIG, cpu_bf16=True, steps=2)
+    runs = [Trainer(config, tmp_path / name, data=data) for name in ("a", "b")]
+    with runs[0]._amp():
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    for run in runs:
+        run.run()
+    assert all(np.isfinite(record["total"]) for record in log_of(tmp_path / "a"))
+    assert log_of(tmp_path / "a") == log_of(tmp_path / "b")
 
 
 def test_a_run_of_another_preset_is_not_resumed(run_a: Trainer, data: Path) -> None:

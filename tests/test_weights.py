@@ -12,7 +12,12 @@ import torch
 from conftest import make_restorer, randomize_zero_init
 from safetensors.torch import save_file
 
-from allinone.devices import available_devices, resolve_device, resolve_precision
+from allinone.devices import (
+    available_devices,
+    cpu_has_bf16,
+    resolve_device,
+    resolve_precision,
+)
 from allinone.errors import InputError, ModelFileError
 from allinone.infer.restorer import Restorer
 from allinone.models import PRESETS, Preset, build_network
@@ -295,8 +300,10 @@ def test_mps_when_absent() -> None:
 
 def test_precision() -> None:
     cpu = torch.device("cpu")
-    for precision in ("auto", "fp32", "fp16", "bf16"):
-        assert resolve_precision(precision, cpu) == torch.float32
+    assert resolve_precision("fp32", cpu) == resolve_precision("fp16", cpu) == torch.float32
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    native = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    assert resolve_precision("auto", cpu) == native
     for bad in ("fp8", "half", "", "FP16"):
         with pytest.raises(InputError, match="precision"):
             resolve_precision(bad, cpu)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from allinone.devices import cpu_has_bf16
+
 FLOP_TILE = 256
 BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 """Dense bf16 tensor-core peaks (TFLOP/s) by GPU name; the first name found in the device's wins."""
@@ -255,9 +257,11 @@ def measure_model(model: str, device: str, precision: str, config: BenchConfig) 
 def _skip_reason(device: str, precision: str) -> str | None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         return "no CUDA device"
-    if not device.startswith("cuda") and precision != "fp32":
-        return f"{precision} is only used on CUDA (the CPU runs in fp32)"
-    return None
+    if device.startswith("cuda") or precision == "fp32":
+        return None
+    if device == "cpu" and precision == "bf16":
+        return None if cpu_has_bf16() else "this CPU has no native bf16 (it would be emulated)"
+    return f"{precision} is only used on CUDA (and bf16 on the CPU)"
 
 
 def _device_name(device: str) -> str:

@@ -96,7 +96,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "fp32", "fp16", "bf16"),
         default="auto",
-        help="arithmetic precision on the device (default: auto)",
+        help="arithmetic precision on the device (default: auto = bf16 on CUDA and on CPUs with "
+        "native bf16, else fp32)",
     )
     parser.add_argument(
         "--axes",
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_names,
         default=["fp32", "bf16"],
         metavar="LIST",
-        help="fp32, bf16, fp16 (reduced precision on CUDA only; default: fp32,bf16)",
+        help="fp32, bf16, fp16 (fp16 on CUDA only; bf16 on CUDA and bf16-capable CPUs)",
     )
     bench.add_argument(
         "--sizes",

@@ -138,7 +138,8 @@ class Restorer:
 
     def _use_cpu(self) -> torch.device:
         """Move the model to the CPU, for the rest of a job that ran out of device memory."""
-        self.device, self.autocast_dtype = torch.device("cpu"), torch.float32
+        self.device = torch.device("cpu")
+        self.autocast_dtype = resolve_precision(self.precision, self.device)
         self.net.to(self.device)
         return self.device
 

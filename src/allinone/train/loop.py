@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError
 from allinone.models import AllInOneNet, build_network
 from allinone.train.checkpoint import (
@@ -73,6 +74,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
     amp: bool = True
+    cpu_bf16: bool = False
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -196,7 +198,11 @@ class Trainer:
         return clean, synthesize_validation(clean, generator)
 
     def _amp(self):
-        enabled = self.config.amp and self.device.type == "cuda"
+        """bf16 autocast on CUDA (`amp`) and on CPUs with native bf16 (`cpu_bf16`)."""
+        if self.device.type == "cuda":
+            enabled = self.config.amp
+        else:
+            enabled = self.config.cpu_bf16 and self.device.type == "cpu" and cpu_has_bf16()
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_step(self) -> dict[str, float]:
