@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,13 @@ def test_cli_batch(files, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "1 restored, 0 skipped, 1 failed" in err
     assert "failed" in err and "broken.tif" in err
+
+
+def _malloc_trim_threshold() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_workers_keep_the_adaptive_malloc():
+    with batch.cluster_client(None, workers=1) as client:
+        thresholds = list(client.run(_malloc_trim_threshold).values())
+    assert thresholds == [None]
