@@ -17,9 +17,18 @@ from allinone.infer.restorer import Restorer
 from allinone.models import PRESETS, build_network
 from allinone.train import checkpoint
 from allinone.train.checkpoint import SHARD_BYTES, _shards, load_checkpoint, save_checkpoint
-from allinone.train.data import ImageSet, PatchSampler, data_root, degrade_batch, training_paths
+from allinone.train.data import (
+    ImageSet,
+    PatchSampler,
+    data_root,
+    degrade_batch,
+    load_real_pairs,
+    real_pair_paths,
+    training_paths,
+)
 from allinone.train.loop import TrainConfig, Trainer
 from allinone.train.losses import bidirectional_loss, psnr
+from allinone.types import DEGRADATIONS
 
 CONFIG = TrainConfig(
     preset="tiny",
@@ -51,6 +60,7 @@ def data(tmp_path_factory) -> Path:
         "BSD432/clean": [f"{i}.jpg" for i in range(3)],
         "DIV2K_val_crop256/clean": [f"08{i:02d}.png" for i in range(6)],
         "FMD_Confocal_BPAE_B/target": ["fov02.png", "fov07.png", "fov08.png"],
+        "FMD_Confocal_BPAE_B/input": ["fov02.png", "fov07.png"],
         "CBSD68/clean": ["0.png"],
     }
     for folder, names in folders.items():
@@ -76,6 +86,45 @@ def test_training_reads_only_the_training_sets(data: Path) -> None:
     assert [p.name for p in micro] == ["fov07.png", "fov08.png"]  # never the test fields 2-6
     assert [p.name for p in validation] == ["0804.png", "0805.png"]
     assert not set(validation) & set(photos)
+    pairs = [(n.relative_to(data).as_posix(), c.name) for n, c in real_pair_paths(data)]
+    assert pairs == [("FMD_Confocal_BPAE_B/input/fov07.png", "fov07.png")]  # fov08 has no input
+
+
+def test_real_pairs_are_stretched_and_cut_alike(tmp_path: Path) -> None:
+    y, x = np.mgrid[:64, :64]
+    clean = (20 + 60 * (np.sin(x / 5) * np.cos(y / 7) + 1) / 2).astype(np.uint8)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 4, clean.shape), 0, 255)
+    paths = (tmp_path / "noisy.png", tmp_path / "clean.png")
+    iio.imwrite(paths[0], noisy.astype(np.uint8))
+    iio.imwrite(paths[1], clean)
+    (pair,) = load_real_pairs([paths])
+    assert pair.shape == (64, 64, 2) and pair.dtype == np.uint8
+    assert pair[..., 0].max() > 240 and pair[..., 1].max() > 200  # a dim field, stretched
+    images = ImageSet([picture(np.random.default_rng(1))], [], [pair])
+    noisy_patches, clean_patches = PatchSampler(images, 16, 0.0, seed=0).sample_pairs(6)
+    assert noisy_patches.shape == clean_patches.shape == (6, 3, 16, 16)
+    for patch in (noisy_patches, clean_patches):
+        assert torch.equal(patch[:, 0], patch[:, 2])
+    difference = (noisy_patches - clean_patches).abs().mean()
+    assert difference < 0.1  # the same windows, flipped and rotated alike
+
+
+def test_real_pairs_join_the_batch_labelled_noise() -> None:
+    photos = torch.rand(2, 3, 16, 16)
+    noisy, clean = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    targets, batch = degrade_batch(
+        photos, None, torch.Generator().manual_seed(0), 0.0, (noisy, clean)
+    )
+    assert torch.equal(targets[2:], clean) and torch.equal(batch.degraded[2:], noisy)
+    assert batch.labels[2].tolist() == [float(t == "noise") for t in DEGRADATIONS]
+
+
+def test_training_with_real_pairs(data: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(CONFIG, batch_size=4, real_pair_fraction=0.25, steps=2)
+    trainer = Trainer(config, tmp_path, data=data)
+    assert trainer.real_per_batch == 1 and trainer.sources["real_pairs"] == 1
+    trainer.run()
+    assert all(np.isfinite(record["total"]) for record in log_of(tmp_path))
 
 
 def test_missing_data(tmp_path: Path) -> None:

@@ -7,12 +7,16 @@ validation. Degradations are synthesised on the device, single and mixed.
 
 Microscopy fields are stretched by their percentiles, as the Restorer scales grey planes by
 default (``scaling="auto"``), so the network learns fluorescence at the contrast it will see it.
+Optionally a share of each batch comes from the real noisy/clean FMD pairs of the same fields
+(raw frame / 50-frame average): the real sensor noise that synthesis only approximates. Both
+images of a pair are stretched by the noisy image's percentiles, as the Restorer stretches the
+only image it is given; their label is noise (their severity is unknown and given as 0).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,7 @@ import torch
 from allinone.degradations import DegradedBatch, synthesize
 from allinone.errors import InputError
 from allinone.infer.normalize import fit_normalization
+from allinone.types import DEGRADATIONS
 
 MICROSCOPY_FIELDS = range(7, 21)
 
@@ -44,10 +49,12 @@ def _read(path: Path) -> np.ndarray:
 
 @dataclass
 class ImageSet:
-    """Clean uint8 images (H, W, 3): natural photos and microscopy fields."""
+    """Clean uint8 images (H, W, 3): natural photos and microscopy fields; real microscopy pairs
+    as (H, W, 2) noisy/clean arrays."""
 
     photos: list[np.ndarray]
     microscopy: list[np.ndarray]
+    pairs: list[np.ndarray] = field(default_factory=list)
 
 
 def training_paths(root: Path, validation_images: int) -> tuple[list[Path], list[Path], list[Path]]:
@@ -62,6 +69,16 @@ def training_paths(root: Path, validation_images: int) -> tuple[list[Path], list
     return photos, microscopy, div2k[-validation_images:]
 
 
+def real_pair_paths(root: Path) -> list[tuple[Path, Path]]:
+    """(noisy, clean) FMD pairs of the training fields (7–20): raw frame, 50-frame average."""
+    fmd = root / "FMD_Confocal_BPAE_B"
+    pairs = [
+        (fmd / "input" / f"fov{n:02d}.png", fmd / "target" / f"fov{n:02d}.png")
+        for n in MICROSCOPY_FIELDS
+    ]
+    return [(noisy, clean) for noisy, clean in pairs if noisy.exists() and clean.exists()]
+
+
 def load_images(paths: list[Path]) -> list[np.ndarray]:
     return [_read(p) for p in paths]
 
@@ -74,6 +91,20 @@ def stretch(image: np.ndarray) -> np.ndarray:
 
 def load_microscopy(paths: list[Path]) -> list[np.ndarray]:
     return [stretch(_read(p)) for p in paths]
+
+
+def load_real_pairs(pairs: list[tuple[Path, Path]]) -> list[np.ndarray]:
+    """Each pair as one (H, W, 2) uint8 array, noisy then clean, both stretched by the noisy
+    image's percentiles (so one crop cuts both alike)."""
+    stacked = []
+    for noisy_path, clean_path in pairs:
+        noisy, clean = _read(noisy_path)[:, :, 0], _read(clean_path)[:, :, 0]
+        if noisy.shape != clean.shape:
+            raise InputError(f"{noisy_path} and {clean_path} differ in shape")
+        norm = fit_normalization(noisy, scaling="percentile")
+        images = [np.clip(norm.forward(image), 0.0, 1.0) for image in (noisy, clean)]
+        stacked.append(np.rint(np.stack(images, axis=2) * 255.0).astype(np.uint8))
+    return stacked
 
 
 class PatchSampler:
@@ -108,6 +139,11 @@ class PatchSampler:
         photos = self._batch(self.images.photos, batch_size - micro)
         return photos, self._batch(self.images.microscopy, micro) if micro else None
 
+    def sample_pairs(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noisy, clean) grey patches (count, 3, p, p) cut alike from the real pairs."""
+        both = self._batch(self.images.pairs, count)
+        return both[:, :1].expand(-1, 3, -1, -1), both[:, 1:].expand(-1, 3, -1, -1)
+
     def state(self) -> torch.Tensor:
         return self.generator.get_state()
 
@@ -129,23 +165,34 @@ def _synthesize_grey(clean: torch.Tensor, generator: torch.Generator, microscopy
     return grey.expand(-1, 3, -1, -1), rgb
 
 
+def _real_noise(pairs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, DegradedBatch]:
+    noisy, clean = pairs
+    labels = torch.zeros(noisy.shape[0], len(DEGRADATIONS), device=noisy.device)
+    labels[:, DEGRADATIONS.index("noise")] = 1.0
+    return clean, DegradedBatch(noisy, labels, torch.zeros_like(labels))
+
+
 def degrade_batch(
     photos: torch.Tensor,
     microscopy: torch.Tensor | None,
     generator: torch.Generator,
     grey_fraction: float = 0.0,
+    real_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, DegradedBatch]:
     """Synthesise degradations for a batch; return (clean, degraded batch).
 
     The first `grey_fraction` of the photos and all microscopy patches are made grey and degraded
     on one channel before being replicated to three, so the network sees grey planes exactly as
-    the Restorer gives them (identical channels, noise included).
+    the Restorer gives them (identical channels, noise included). `real_pairs` (noisy, clean)
+    join the batch as they are, labelled noise.
     """
     split = int(round(photos.shape[0] * grey_fraction))
     parts = [_synthesize_grey(photos[:split], generator, False)] if split else []
     parts.append((photos[split:], synthesize(photos[split:], generator)))
     if microscopy is not None:
         parts.append(_synthesize_grey(microscopy, generator, True))
+    if real_pairs is not None:
+        parts.append(_real_noise(real_pairs))
     clean = torch.cat([c for c, _ in parts])
     batch = DegradedBatch(
         torch.cat([d.degraded for _, d in parts]),

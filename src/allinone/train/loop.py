@@ -45,6 +45,8 @@ from allinone.train.data import (
     degrade_batch,
     load_images,
     load_microscopy,
+    load_real_pairs,
+    real_pair_paths,
     training_paths,
 )
 from allinone.train.losses import bidirectional_loss, psnr
@@ -67,6 +69,7 @@ class TrainConfig:
     degrade_warmup: int = 2000
     composition_weight: float = 0.1
     microscopy_fraction: float = 0.125
+    real_pair_fraction: float = 0.0
     grey_fraction: float = 0.25
     grad_clip: float = 1.0
     validation_images: int = 8
@@ -169,11 +172,15 @@ class Trainer:
         )
         root = data_root(data)
         photos, micro, validation = training_paths(root, config.validation_images)
+        pairs = real_pair_paths(root) if config.real_pair_fraction > 0 else []
         self.sources = {"photos": len(photos), "microscopy": len(micro), "root": str(root)}
-        images = ImageSet(load_images(photos), load_microscopy(micro))
+        if pairs:
+            self.sources["real_pairs"] = len(pairs)
+        images = ImageSet(load_images(photos), load_microscopy(micro), load_real_pairs(pairs))
         self.sampler = PatchSampler(
             images, config.patch_size, config.microscopy_fraction, stream_seed
         )
+        self.real_per_batch = round(config.batch_size * config.real_pair_fraction) if pairs else 0
         self.synth = torch.Generator(device=self.device).manual_seed(stream_seed + 1)
         self.validation = self._validation_set(load_images(validation))
         self.step = 0
@@ -210,10 +217,12 @@ class Trainer:
         config = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = config.learning_rate(self.step)
-        photos, micro = self.sampler.sample(config.batch_size)
+        real = self.real_per_batch
+        photos, micro = self.sampler.sample(config.batch_size - real)
         photos = photos.to(self.device)
         micro = micro.to(self.device) if micro is not None else None
-        clean, batch = degrade_batch(photos, micro, self.synth, self.config.grey_fraction)
+        pairs = tuple(p.to(self.device) for p in self.sampler.sample_pairs(real)) if real else None
+        clean, batch = degrade_batch(photos, micro, self.synth, config.grey_fraction, pairs)
         self.net.train()
         with self._amp():
             terms = self.objective(
