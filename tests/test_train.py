@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from allinone.cli import main
 from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError
 from allinone.infer.restorer import Restorer
@@ -394,3 +395,16 @@ def test_grey_patches_are_degraded_on_one_channel_then_replicated() -> None:
         assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
     assert not torch.equal(clean[2:4, 0], clean[2:4, 1])
     assert batch.labels[4:, 3].sum() == 0  # microscopy never has rain
+
+
+def test_cli_train_exports_with_a_description(data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.json"
+    settings = {k: v for k, v in dataclasses.asdict(CONFIG).items() if k != "steps"}
+    config.write_text(json.dumps({**settings, "steps": 1}))
+    export = tmp_path / "model"
+    argv = ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--data", str(data)]
+    argv += ["--device", "cpu", "--export", str(export), "--description", "one step"]
+    assert main(argv) == 0
+    card = json.loads((tmp_path / "model.json").read_text())
+    assert (card["name"], card["description"]) == ("model", "one step")
+    assert card["training"]["steps"] == 1

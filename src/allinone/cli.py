@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=_positive_int, metavar="N", help="override the config")
     train.add_argument("--seconds", type=float, metavar="S", help="stop (resumably) after S s")
     train.add_argument("--export", metavar="PATH", help="save the model here when done")
+    train.add_argument("--description", default="", help="the exported model card's description")
 
     evaluate = commands.add_parser(
         "eval",
@@ -436,7 +437,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             )
         trainer.run(seconds=args.seconds, report=_print_training_record)
         if args.export and trainer.is_main:
-            path = trainer.export(Path(args.export), name=Path(args.export).stem)
+            name = Path(args.export).stem
+            path = trainer.export(Path(args.export), name=name, description=args.description)
             _print_line(f"exported {path}")
     finally:
         trainer.close()
