@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from napari.layers import Image
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+)
 
 from napari_allinone._controls import EnginePicker, JobWidget, LayerCombo
 from napari_allinone._layers import (
@@ -37,6 +45,7 @@ class RestoreSettings:
     scope: Scope = "whole layer"
     tile: int = 0
     overlap: int = 32
+    ensemble: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class RestoreWidget(JobWidget):
         self.tile = QSpinBox(minimum=0, maximum=4096, singleStep=32, specialValueText="auto")
         self.tile.setToolTip("Tile size in pixels; auto picks one that fits the device memory.")
         self.overlap = QSpinBox(minimum=0, maximum=512, singleStep=8, value=32)
+        self.ensemble = QCheckBox("8 views (flips, rotations): better, 8x slower")
         self.run_button = QPushButton("Run")
         self.status = QLabel(wordWrap=True)
         self._layout()
@@ -82,6 +92,7 @@ class RestoreWidget(JobWidget):
         self.engine.add_rows(form)
         form.addRow("Tile size", self.tile)
         form.addRow("Overlap", self.overlap)
+        form.addRow("Best quality", self.ensemble)
         form.addRow(self.run_button)
         form.addRow(self.status)
 
@@ -92,6 +103,7 @@ class RestoreWidget(JobWidget):
         self.engine.on_change(lambda: self._update(engine=self.engine.choice()))
         self.tile.valueChanged.connect(lambda value: self._update(tile=value))
         self.overlap.valueChanged.connect(lambda value: self._update(overlap=value))
+        self.ensemble.toggled.connect(lambda checked: self._update(ensemble=checked))
         self.run_button.clicked.connect(self._run_clicked)
         self.settings.engine = self.engine.choice()
 
@@ -125,7 +137,7 @@ class RestoreWidget(JobWidget):
 
     def _state_changed(self, state: JobState) -> None:
         busy = state.busy
-        for control in (self.layer, self.axes, self.scope, self.tile, self.overlap):
+        for control in (self.layer, self.axes, self.scope, self.tile, self.overlap, self.ensemble):
             control.setEnabled(not busy)
         self.engine.set_enabled(not busy)
         ready = self.layer.layer() is not None and self._axes_problem() is None
@@ -165,6 +177,7 @@ class RestoreWidget(JobWidget):
             engine=settings.engine,
             tile=settings.tile or None,
             overlap=settings.overlap,
+            ensemble=settings.ensemble,
         )
         output = _Output(source, region, settings.scope, settings.engine.model)
         self.job.start(restore_job, request, on_result=lambda data: self._add_layer(output, data))

@@ -69,6 +69,7 @@ class RestoreRequest:
     engine: EngineChoice
     tile: int | None = None
     overlap: int = 32
+    ensemble: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray
             tile=request.tile,
             overlap=request.overlap,
             scaling=engine.scaling,
+            ensemble=request.ensemble,
         )
     )
 

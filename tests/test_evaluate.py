@@ -194,5 +194,9 @@ def test_eval_without_baselines_and_bad_data(data_root: Path, tmp_path: Path, ca
     code = main([*argv, "--tasks", "dehaze", "--no-baselines", "--output", str(output)])
     assert code == 0
     assert "dark channel" not in output.read_text() and "hazy input" in output.read_text()
+    ensemble = ["--tasks", "dehaze", "--no-baselines", "--ensemble", "--output", str(output)]
+    assert main([*argv, *ensemble]) == 0
+    assert "tiny (ours, 8-view ensemble)" in output.read_text()
+    assert "--no-baselines --ensemble" in output.read_text()
     assert main([*argv[:-1], str(tmp_path / "missing"), "--output", str(output)]) == 2
     assert "data folder" in capsys.readouterr().err

@@ -76,6 +76,22 @@ def test_the_intensities_choice_reaches_the_engine(viewer, qtbot, scaling: str) 
     np.testing.assert_array_equal(viewer.layers["dim [restored]"].data, expected)
 
 
+def test_the_best_quality_choice_reaches_the_engine(viewer, qtbot) -> None:
+    from allinone import Restorer
+
+    data = np.random.default_rng(4).integers(0, 255, (40, 56), dtype=np.uint8)
+    viewer.add_image(data, name="photo")
+    widget = _open(viewer, "Restore")
+    widget.ensemble.setChecked(True)
+    assert widget.settings.ensemble
+
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    expected = Restorer.from_pretrained("tiny", device="cpu").restore(data, ensemble=True)
+    np.testing.assert_array_equal(viewer.layers["photo [restored]"].data, expected)
+
+
 def test_restore_stack_whole_layer_and_current_slice(viewer, qtbot) -> None:
     data = np.random.default_rng(1).integers(0, 4000, (3, 64, 64), dtype=np.uint16)
     viewer.add_image(data, name="stack", scale=(4, 1, 1))

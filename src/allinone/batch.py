@@ -46,6 +46,7 @@ class BatchOptions:
     tile: int | None = None
     overlap: int = 32
     scaling: str = "auto"
+    ensemble: bool = False
     torch_threads: int | None = None
     """CPU threads a worker's torch uses (local worker processes start with one: `run_batch`
     shares the CPUs among them)."""
@@ -127,6 +128,7 @@ def restore_file(source: str, output: str, options: BatchOptions) -> str:
         tile=options.tile,
         overlap=options.overlap,
         scaling=options.scaling,
+        ensemble=options.ensemble,
     )
     write_image(output, result, axes=axes, metadata=image.metadata, overwrite=True)
     return output

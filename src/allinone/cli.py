@@ -114,7 +114,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
+def _add_restore_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tile",
         type=_positive_int,
@@ -127,6 +127,11 @@ def _add_tiling_options(parser: argparse.ArgumentParser) -> None:
         default=32,
         metavar="N",
         help="overlap between tiles in pixels (default: 32)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the 8 flips and rotations of each tile: better, and 8x slower",
     )
 
 
@@ -151,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, metavar="OUTPUT", help="a .tif, .png or .jpg file"
     )
     _add_model_options(restore)
-    _add_tiling_options(restore)
+    _add_restore_options(restore)
     restore.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
     analyze = commands.add_parser(
@@ -216,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default="benchmarks/RESULTS.md", metavar="MD", help="the Markdown report"
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    evaluate.add_argument(
+        "--ensemble", action="store_true", help="restore with the 8-view self-ensemble"
+    )
 
     batch = commands.add_parser(
         "batch",
@@ -227,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("inputs", nargs="+", metavar="INPUT", help="the images to restore")
     batch.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder")
     _add_model_options(batch)
-    _add_tiling_options(batch)
+    _add_restore_options(batch)
     batch.add_argument(
         "--scheduler", metavar="ADDRESS", help="an existing cluster, e.g. tcp://host:8786"
     )
@@ -380,6 +388,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             overlap=args.overlap,
             progress=progress,
             scaling=args.scaling,
+            ensemble=args.ensemble,
         )
     write_image(output, result, axes=axes, metadata=image.metadata, overwrite=args.overwrite)
     print(f"wrote {output}", file=sys.stderr)
@@ -457,8 +466,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ["allinone eval", f"--model {args.model}", f"--tasks {','.join(tasks)}"]
         + ([f"--limit {args.limit}"] if args.limit else [])
         + ([] if args.baselines else ["--no-baselines"])
+        + (["--ensemble"] if args.ensemble else [])
     )
-    context = Context(restorer, root, args.limit, args.baselines, log=_print_line)
+    context = Context(restorer, root, args.limit, args.baselines, _print_line, args.ensemble)
     report = evaluate(context, tasks, provenance(restorer, root, command, args.limit))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -481,6 +491,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         tile=args.tile,
         overlap=args.overlap,
         scaling=args.scaling,
+        ensemble=args.ensemble,
     )
 
     def done(source: Path, error: str | None) -> None:

@@ -404,6 +404,7 @@ class Context:
     limit: int | None = None
     baselines: bool = True
     log: Log = lambda message: None
+    ensemble: bool = False
 
     def files(self, folder: str, pattern: str = "*.png") -> list[Path]:
         paths = sorted((self.root / folder).glob(pattern))
@@ -416,9 +417,14 @@ class Context:
         return [(path, self.root / folder / "target" / path.name) for path in inputs]
 
     def model(self) -> Method:
-        name = f"{self.restorer.card.name} (ours)"
+        name = f"{self.restorer.card.name} (ours{', 8-view ensemble' if self.ensemble else ''})"
         axes = {2: "YX", 3: "YXC"}
-        return name, "model", lambda s: self.restorer.restore(s.degraded, axes=axes[s.clean.ndim])
+
+        def restore(sample: Sample) -> np.ndarray:
+            layout = axes[sample.clean.ndim]
+            return self.restorer.restore(sample.degraded, axes=layout, ensemble=self.ensemble)
+
+        return name, "model", restore
 
     def methods(self, input_label: str, *baselines: Method) -> list[Method]:
         """The input, the classical baselines when enabled, and the model."""
