@@ -52,9 +52,10 @@ from napari_allinone._workers import JobState
 
 
 def _stand_in_of(value: int) -> int:
-    """What `x * 0.5 + 0.25` makes of a constant grey uint8 plane at the default scaling."""
+    """What `x * 0.5 - 0.25` (darker, so never held back as a brightening) makes of a constant
+    grey uint8 plane at the default scaling."""
     norm = fit_normalization(np.full((4, 4), value, np.uint8))
-    return int(norm.inverse(norm.forward(np.array([value])) * 0.5 + 0.25)[0])
+    return int(norm.inverse(norm.forward(np.array([value])) * 0.5 - 0.25)[0])
 
 
 _STAND_IN_OF_100 = _stand_in_of(100)
@@ -68,7 +69,7 @@ def _cpu_only(x: torch.Tensor) -> torch.Tensor:
     """A stand-in network that runs out of memory anywhere but on the CPU."""
     if x.device.type != "cpu":
         raise torch.cuda.OutOfMemoryError("simulated")
-    return x * 0.5 + 0.25
+    return x * 0.5 - 0.25
 
 
 def _full_device_restorer(monkeypatch: pytest.MonkeyPatch) -> Restorer:

@@ -16,11 +16,15 @@ MIN_SAMPLED = 16
 
 @dataclass(frozen=True)
 class Normalization:
-    """`x -> (x - offset) / scale` into the network's range, and back to `dtype`."""
+    """`x -> (x - offset) / scale` into the network's range, and back to `dtype`.
+
+    `keep_exposure` (percentile scaling) asks the Restorer never to brighten the image
+    (`allinone.infer.exposure`)."""
 
     offset: float
     scale: float
     dtype: np.dtype
+    keep_exposure: bool = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Scale to float32 network units (values too far out to scale become +-inf)."""
@@ -92,7 +96,8 @@ def fit_normalization(array, scaling: str = "auto", rgb: bool = False) -> Normal
 
     - ``"percentile"``: robust percentiles (0.1 and 99.9) of (a sample of) the data go to 0 and 1,
       so a dim fluorescence image or a 12-bit camera in uint16 is seen at full contrast and the
-      exposure is never "corrected": the inverse puts the result back on the input's scale.
+      exposure is never "corrected": the inverse puts the result back on the input's scale, and
+      the Restorer takes off any local brightening (`allinone.infer.exposure`).
     - ``"range"``: integers by their dtype's full range (uint8 / 255, uint16 / 65535), floats as
       they are; a dark image stays dark for the network, which may brighten it (low light).
     - ``"auto"`` (default): ``"range"`` for uint8 colour images (photos), ``"percentile"`` for
@@ -119,7 +124,7 @@ def _percentile_normalization(array, dtype: np.dtype) -> Normalization:
     if np.issubdtype(dtype, np.floating):
         values = values[np.isfinite(values)].astype(np.float64)
     if values.size == 0:
-        return Normalization(0.0, 1.0, dtype)
+        return Normalization(0.0, 1.0, dtype, keep_exposure=True)
     with np.errstate(over="ignore", invalid="ignore"):
         low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
         scale = float(high - low)
@@ -130,4 +135,4 @@ def _percentile_normalization(array, dtype: np.dtype) -> Normalization:
         )
     if scale <= 0:
         scale = max(1.0, abs(float(low)))
-    return Normalization(float(low), scale, dtype)
+    return Normalization(float(low), scale, dtype, keep_exposure=True)

@@ -16,6 +16,7 @@ from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.ensemble import self_ensemble
+from allinone.infer.exposure import never_brighter
 from allinone.infer.normalize import (
     Normalization,
     check_dtype,
@@ -160,8 +161,17 @@ class Restorer:
         with torch.inference_mode(), self._autocast():
             return self.net(x).restored
 
-    def _ensemble_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self_ensemble(self._restore_forward, x)
+    def _forward_for(self, norm: Normalization, ensemble: bool) -> Callable:
+        """The tile function of a restore: one pass or the 8-view ensemble, never brighter than
+        its input when `norm` keeps the exposure."""
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            restored = (
+                self_ensemble(self._restore_forward, x) if ensemble else self._restore_forward(x)
+            )
+            return never_brighter(restored, x) if norm.keep_exposure else restored
+
+        return forward
 
     def _restore_with(
         self,
@@ -182,7 +192,7 @@ class Restorer:
                 layout.put(out, rows.plane.index, restored, rows=span)
 
         yield from self._run(
-            self._ensemble_forward if ensemble else self._restore_forward,
+            self._forward_for(norm, ensemble),
             PlaneSource(layout, array, norm),
             grid,
             channels=3,
