@@ -212,14 +212,14 @@ class ModelPicker(QWidget):
 
 SCALING_LABELS: dict[str, str] = {
     "auto": "auto",
-    "percentile": "keep exposure (microscopy)",
-    "range": "correct exposure (photos)",
+    "percentile": "keep exposure",
+    "range": "correct exposure (dark images)",
 }
 SCALING_TIP = (
     "How intensities reach the model. Keep exposure stretches the data's 0.1-99.9 percentiles "
-    "and maps the result back, so a dim fluorescence image is denoised, never brightened. Correct "
-    "exposure uses the dtype's full range, so the model may brighten dark photos. Auto keeps the "
-    "exposure of grey and 16-bit images and corrects that of 8-bit colour images."
+    "and maps the result back, never brighter than the input, so a dim fluorescence image is "
+    "denoised, never brightened. Correct exposure uses the dtype's full range, so the model may "
+    "brighten an under-exposed image. Auto keeps the exposure."
 )
 
 

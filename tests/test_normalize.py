@@ -14,9 +14,9 @@ from allinone.infer.normalize import Normalization, check_dtype, fit_normalizati
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-def test_uint8_colour_is_divided_by_255_with_an_exact_inverse() -> None:
+def test_uint8_range_is_divided_by_255_with_an_exact_inverse() -> None:
     values = np.arange(256 * 3, dtype=np.uint16).reshape(16, 16, 3).astype(np.uint8)
-    norm = fit_normalization(values, rgb=True)
+    norm = fit_normalization(values, "range")
     assert (norm.offset, norm.scale, norm.dtype) == (0.0, 255.0, np.uint8)
     forward = norm.forward(values)
     assert forward.dtype == np.float32
@@ -35,9 +35,10 @@ def test_auto_keeps_the_exposure_of_a_dim_grey_image() -> None:
     low, high = np.percentile(dim.astype(np.float64), [0.1, 99.9])
     assert (auto.offset, auto.scale) == (pytest.approx(low), pytest.approx(high - low))
     assert fit_normalization(dim, "percentile") == auto
+    assert auto.keep_exposure
     assert fit_normalization(dim, "range") == Normalization(0.0, 255.0, np.dtype(np.uint8))
     colour = np.repeat(dim[:, :, None], 3, axis=2)
-    stretched = fit_normalization(colour, "percentile", rgb=True)
+    stretched = fit_normalization(colour)  # colour photos keep their exposure too
     assert (stretched.offset, stretched.scale) == (auto.offset, pytest.approx(auto.scale, rel=0.02))
 
 

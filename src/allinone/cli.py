@@ -110,7 +110,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=SCALINGS,
         default="auto",
         help="intensity scaling: percentile keeps the exposure (microscopy), range lets the model "
-        "correct it (dark photos); auto = range for 8-bit colour, else percentile",
+        "correct it (under-exposed images); auto = percentile",
     )
 
 

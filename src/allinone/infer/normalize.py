@@ -91,7 +91,7 @@ def check_scaling(scaling: str) -> str:
     return scaling
 
 
-def fit_normalization(array, scaling: str = "auto", rgb: bool = False) -> Normalization:
+def fit_normalization(array, scaling: str = "auto") -> Normalization:
     """The map of `array`'s intensities to the network's range.
 
     - ``"percentile"``: robust percentiles (0.1 and 99.9) of (a sample of) the data go to 0 and 1,
@@ -100,13 +100,13 @@ def fit_normalization(array, scaling: str = "auto", rgb: bool = False) -> Normal
       the Restorer takes off any local brightening (`allinone.infer.exposure`).
     - ``"range"``: integers by their dtype's full range (uint8 / 255, uint16 / 65535), floats as
       they are; a dark image stays dark for the network, which may brighten it (low light).
-    - ``"auto"`` (default): ``"range"`` for uint8 colour images (photos), ``"percentile"`` for
-      everything else (grey planes, stacks, microscopy dtypes).
+    - ``"auto"`` (default): ``"percentile"``. Letting a blind model correct exposure by default
+      made it brighten the dark parts of plain noisy photos (its low-light correction firing
+      locally: σ 25 astronaut 20.9 dB in, 20.0 out with ``"range"``, 24.0 with ``"percentile"``);
+      ask for ``"range"`` when an image is under-exposed.
     """
     dtype = check_dtype(array.dtype)
     scaling = check_scaling(scaling)
-    if scaling == "auto":
-        scaling = "range" if dtype == np.uint8 and rgb else "percentile"
     if scaling == "range":
         return _range_normalization(dtype)
     return _percentile_normalization(array, dtype)

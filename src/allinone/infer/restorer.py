@@ -220,15 +220,15 @@ class Restorer:
         tiles at a time. Results go into `out` (a preallocated array, memory map or zarr array of
         the same shape and dtype) when given, as they are finished, and `out` is returned.
         `scaling` maps intensities to the network's range (see `fit_normalization`): ``"auto"``
-        keeps the exposure of grey planes and microscopy dtypes (percentiles) and lets the model
-        correct that of uint8 colour photos (``"range"``). `ensemble` averages the eight flips and
-        rotations of every tile (`allinone.infer.ensemble`): better, and eight times slower.
+        keeps the exposure (percentiles; the result is never brighter than the input, locally),
+        ``"range"`` lets the model correct an under-exposed image. `ensemble` averages the eight
+        flips and rotations of every tile (`allinone.infer.ensemble`): better, 8x slower.
         """
         check_dtype(array.dtype)
         check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, overlap)
         out = _output_for(array, out)
-        norm = fit_normalization(array, scaling, layout.rgb)
+        norm = fit_normalization(array, scaling)
         return (yield from self._restore_with(array, layout, grid, norm, out, cancel, ensemble))
 
     def restore(
@@ -274,7 +274,7 @@ class Restorer:
         check_dtype(array.dtype)
         check_scaling(scaling)
         layout, _ = self._plan(array.shape, axes, tile, overlap)
-        norm = fit_normalization(array, scaling, layout.rgb)
+        norm = fit_normalization(array, scaling)
         planes = array.rechunk({i: -1 for i in range(array.ndim) if i not in layout.lead_axes})
         lock = threading.Lock()
 
@@ -302,7 +302,7 @@ class Restorer:
         check_dtype(array.dtype)
         check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, 32)
-        norm = fit_normalization(array, scaling, layout.rgb)
+        norm = fit_normalization(array, scaling)
         scale = AllInOneNet.multiple
         height, width = layout.plane_shape
         cells = (-(-height // scale), -(-width // scale))

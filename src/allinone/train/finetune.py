@@ -333,7 +333,7 @@ def _samples(
     samples = []
     for degraded, clean in pairs:
         layout = PlaneLayout.of(degraded.shape, axes)
-        norm = fit_normalization(degraded, scaling, layout.rgb)
+        norm = fit_normalization(degraded, scaling)
         regions = _regions(layout.plane_shape, rois)
         splits = [_split(region, val_fraction) for region in regions]
         for index in layout.indices():
