@@ -346,3 +346,16 @@ def test_cpu_bf16_restores_as_float32_does() -> None:
     )
     assert bf16.dtype == np.uint8
     assert peak_signal_noise_ratio(fp32, bf16) > 40
+
+
+def test_analyze_sees_the_exposure_of_colour_photos_only(tiny_restorer) -> None:
+    rng = np.random.default_rng(6)
+    photo = rng.integers(0, 60, (48, 48, 3), dtype=np.uint8)
+    grey = photo[..., 0]
+
+    def probabilities(image, scaling):
+        return tiny_restorer.analyze(image, scaling=scaling).probabilities
+
+    assert probabilities(photo, "auto") == probabilities(photo, "range")
+    assert probabilities(photo, "auto") != probabilities(photo, "percentile")
+    assert probabilities(grey, "auto") == probabilities(grey, "percentile")

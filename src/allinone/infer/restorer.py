@@ -298,10 +298,18 @@ class Restorer:
         cancel=None,
         scaling: str = "auto",
     ) -> Generator[Progress, None, Composition]:
-        """Composition of `array`, yielding `Progress` after each batch of tiles."""
+        """Composition of `array`, yielding `Progress` after each batch of tiles.
+
+        ``scaling="auto"`` shows the network an 8-bit colour photo by its dtype's range, so that
+        under-exposure can be seen (stretched by percentiles it looks well exposed), and any
+        other image by its percentiles (so that dim fluorescence is not taken for low light).
+        """
         check_dtype(array.dtype)
         check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, 32)
+        if scaling == "auto":
+            photo = np.dtype(array.dtype) == np.uint8 and layout.rgb
+            scaling = "range" if photo else "percentile"
         norm = fit_normalization(array, scaling)
         scale = AllInOneNet.multiple
         height, width = layout.plane_shape
