@@ -1,12 +1,11 @@
 """Keeping the exposure: a restored image may not be brighter, locally, than its input.
 
-With ``scaling="percentile"`` (*keep exposure*, the default for grey planes, stacks and
-microscopy) the promise is that an image is restored, never brightened. Removing noise, blur,
-rain or background haze keeps or lowers the local mean brightness; only correcting low light
-raises it. So wherever the restored tile's local mean (a Gaussian of `SIGMA` pixels) exceeds the
-input's, the smooth excess is taken off: detail restored by the network stays, a lifted
-background does not (the network alone lifted the dark background of confocal fields from 4 to
-14-20 grey levels).
+With ``scaling="percentile"`` (*keep exposure*, what ``"auto"`` uses) the promise is that an image
+is restored, never brightened. Removing noise, blur, rain or background haze keeps or lowers the
+local mean brightness; only correcting low light raises it. So wherever the restored tile's local
+mean (a Gaussian of `SIGMA` pixels) exceeds the input's, the smooth excess is taken off: detail
+restored by the network stays, a lifted background does not (the network alone lifted the dark
+background of confocal fields from 4 to 14-20 grey levels).
 """
 
 from __future__ import annotations

@@ -83,9 +83,10 @@ def load_images(paths: list[Path]) -> list[np.ndarray]:
     return [_read(p) for p in paths]
 
 
-def stretch(image: np.ndarray) -> np.ndarray:
-    """A uint8 image with its 0.1 and 99.9 percentiles mapped to 0 and 255 (clipped)."""
-    norm = fit_normalization(image, scaling="percentile")
+def stretch(image: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """A uint8 image with the 0.1 and 99.9 percentiles of `reference` (default: the image itself)
+    mapped to 0 and 255 (clipped)."""
+    norm = fit_normalization(image if reference is None else reference, scaling="percentile")
     return np.rint(np.clip(norm.forward(image), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
@@ -101,9 +102,7 @@ def load_real_pairs(pairs: list[tuple[Path, Path]]) -> list[np.ndarray]:
         noisy, clean = _read(noisy_path)[:, :, 0], _read(clean_path)[:, :, 0]
         if noisy.shape != clean.shape:
             raise InputError(f"{noisy_path} and {clean_path} differ in shape")
-        norm = fit_normalization(noisy, scaling="percentile")
-        images = [np.clip(norm.forward(image), 0.0, 1.0) for image in (noisy, clean)]
-        stacked.append(np.rint(np.stack(images, axis=2) * 255.0).astype(np.uint8))
+        stacked.append(np.stack([stretch(noisy), stretch(clean, reference=noisy)], axis=2))
     return stacked
 
 
