@@ -250,6 +250,32 @@ def test_mixing_counts_follow_the_probabilities():
     assert (mixed.labels.sum(dim=1) == 2).all()
 
 
+def test_type_weights_set_how_often_each_type_is_drawn():
+    x = torch.zeros(4000, 1, 2, 2)
+    plain = synthesize(x, gen(), mix_probability=0.0, clean_probability=0.0)
+    weighted = synthesize(
+        x, gen(), mix_probability=0.0, clean_probability=0.0, weights={"blur": 5.0}
+    )
+    blur = DEGRADATIONS.index("blur")
+    assert abs(plain.labels[:, blur].mean().item() - 1 / 6) < 0.03
+    assert abs(weighted.labels[:, blur].mean().item() - 0.5) < 0.03
+    assert (weighted.labels.sum(dim=1) == 1).all()
+
+
+def test_equal_type_weights_draw_as_no_weights():
+    x = image(b=8, size=16)
+    plain = synthesize(x, gen(9), mix_probability=0.5)
+    equal = synthesize(x, gen(9), mix_probability=0.5, weights=dict.fromkeys(DEGRADATIONS, 2.0))
+    assert torch.equal(plain.labels, equal.labels)
+    assert torch.equal(plain.degraded, equal.degraded)
+
+
+@pytest.mark.parametrize("weights", [{"smog": 1.0}, {"blur": 0.0}])
+def test_bad_type_weights_are_refused(weights):
+    with pytest.raises(ValueError):
+        synthesize(image(b=2, size=8), gen(), weights=weights)
+
+
 def test_clean_probability_one_returns_the_input():
     x = image(size=16)
     out = synthesize(x, gen(), clean_probability=1.0)

@@ -1,12 +1,33 @@
-"""Keeping the exposure: percentile scaling never lets the Restorer brighten an image."""
+"""Local brightness: the Restorer keeps an image's tone unless it sees haze, rain or low light,
+and with percentile scaling never brightens it."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from allinone.infer.exposure import gaussian_blur, never_brighter
+from allinone.infer.exposure import (
+    TONE_CHANGING,
+    follow_local_mean,
+    gaussian_blur,
+    keep_tone_weight,
+    never_brighter,
+)
 from allinone.infer.restorer import Restorer
+from allinone.models.network import NetOutput
+from allinone.types import DEGRADATIONS
+
+
+def _logits(*present: str, batch: int = 1) -> torch.Tensor:
+    """Tile-level composition logits: +10 for the names given, -10 for the others."""
+    row = [10.0 if name in present else -10.0 for name in DEGRADATIONS]
+    return torch.tensor([row] * batch)
+
+
+def _checker(size: int) -> torch.Tensor:
+    ramp = torch.arange(size)
+    return ((ramp[:, None] + ramp[None, :]) % 2 * 0.2 - 0.1).expand(1, 1, size, size)
 
 
 def test_blur_keeps_a_constant_and_the_mean() -> None:
@@ -19,9 +40,7 @@ def test_blur_keeps_a_constant_and_the_mean() -> None:
 
 def test_a_lifted_background_is_taken_off_and_detail_kept() -> None:
     degraded = torch.full((1, 1, 48, 48), 0.05)
-    checker = ((torch.arange(48)[:, None] + torch.arange(48)[None, :]) % 2 * 0.2 - 0.1).expand(
-        1, 1, 48, 48
-    )
+    checker = _checker(48)
     restored = degraded + 0.3 + checker  # brighter, with fine detail
     held = never_brighter(restored, degraded)[..., 12:-12, 12:-12]  # away from the borders
     inner = (..., slice(12, -12), slice(12, -12))
@@ -45,3 +64,40 @@ def test_percentile_scaling_keeps_the_exposure_and_range_scaling_does_not(monkey
     corrected = restorer.restore(dim, scaling="range").astype(float)
     assert abs(kept.mean() - dim.mean()) < 0.5
     assert corrected.mean() > dim.mean() + 40
+
+
+def test_the_tone_is_kept_unless_a_tone_changing_degradation_is_seen() -> None:
+    assert keep_tone_weight(_logits("noise", "blur", "downsample")).item() > 0.999
+    for name in TONE_CHANGING:
+        assert keep_tone_weight(_logits("noise", name)).item() < 1e-3
+    both = keep_tone_weight(torch.tensor([[0.0] * len(DEGRADATIONS)]))
+    assert both.shape == (1, 1, 1, 1)
+    assert both.item() == pytest.approx(0.5 ** len(TONE_CHANGING))
+
+
+def test_following_the_local_mean_moves_the_tone_and_keeps_detail() -> None:
+    degraded = torch.full((1, 1, 48, 48), 0.4)
+    restored = degraded - 0.25 + _checker(48)  # darker ("dehazed"), with fine detail
+    inner = (..., slice(12, -12), slice(12, -12))
+    kept = follow_local_mean(restored, degraded, torch.ones(1, 1, 1, 1))[inner]
+    torch.testing.assert_close(kept.mean(), degraded.mean(), atol=2e-3, rtol=0)
+    torch.testing.assert_close(kept - kept.mean(), _checker(48)[inner], atol=2e-3, rtol=0)
+    untouched = follow_local_mean(restored, degraded, torch.zeros(1, 1, 1, 1))
+    torch.testing.assert_close(untouched, restored)
+
+
+@pytest.mark.parametrize(("seen", "shifted"), [((), False), (("haze",), True)])
+def test_the_restorer_keeps_the_tone_of_what_it_reads_as_tone_preserving(
+    monkeypatch, seen: tuple[str, ...], shifted: bool
+) -> None:
+    restorer = Restorer.from_pretrained("tiny", device="cpu")
+
+    def darkening(x: torch.Tensor) -> NetOutput:
+        logits = _logits("noise", *seen, batch=x.shape[0])[:, :, None, None].expand(-1, -1, 2, 2)
+        return NetOutput(x - 0.2, logits, [])
+
+    monkeypatch.setattr(restorer.net, "forward", darkening)
+    image = np.random.default_rng(0).integers(60, 200, (64, 64)).astype(np.uint8)
+    restored = restorer.restore(image, scaling="range").astype(float)
+    change = image.mean() - restored.mean()
+    assert change > 40 if shifted else abs(change) < 1

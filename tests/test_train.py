@@ -272,6 +272,20 @@ def test_training_config_files(tmp_path: Path) -> None:
         TrainConfig.from_file(path)
     with pytest.raises(InputError, match="cannot read"):
         TrainConfig.from_file(tmp_path / "absent.json")
+    path.write_text(json.dumps({"preset": "tiny", "type_weights": {"blur": 2, "smog": 1}}))
+    with pytest.raises(InputError, match="type_weights"):
+        TrainConfig.from_file(path)
+
+
+def test_type_weights_reach_every_part_of_a_batch() -> None:
+    photos, micro = torch.rand(8, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    only_blur = {name: 1e-6 for name in DEGRADATIONS} | {"blur": 1e6}
+    _, batch = degrade_batch(
+        photos, micro, torch.Generator().manual_seed(0), 0.5, type_weights=only_blur
+    )
+    applied = batch.labels.sum(dim=1) > 0
+    blur = batch.labels[:, DEGRADATIONS.index("blur")]
+    assert applied.sum() >= 8 and (blur[applied] == 1).all()
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.json")), ids=lambda p: p.name)

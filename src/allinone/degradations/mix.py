@@ -9,7 +9,7 @@ sensor (noise).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -140,16 +140,31 @@ def _allowed(types: Sequence[str] | None, microscopy: bool) -> list[str]:
     return allowed
 
 
+def _type_weights(allowed: list[str], weights: Mapping[str, float] | None) -> list[float]:
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(DEGRADATIONS))
+    if unknown:
+        raise ValueError(f"unknown degradations {unknown} in weights; expected {DEGRADATIONS}")
+    chosen = [float(weights.get(name, 1.0)) for name in allowed]
+    if any(not w > 0 for w in chosen):
+        raise ValueError(f"type weights must be positive, got {weights}")
+    return chosen
+
+
 def _choose(
     like: Tensor,
-    n: int,
+    weights: list[float],
     generator: torch.Generator,
     mix_probability: float,
     max_mixed: int,
     clean_probability: float,
 ) -> Tensor:
-    """Pick per sample 0, 1 or 2..max_mixed of ``n`` types: a (B, n) boolean mask."""
-    b = like.shape[0]
+    """Pick per sample 0, 1 or 2..max_mixed of the types (one weight each): a (B, n) mask.
+
+    Types are drawn without replacement with probabilities proportional to their weights
+    (Efraimidis-Spirakis keys; equal weights give a uniform draw).
+    """
+    b, n = like.shape[0], len(weights)
     u = rand((b, 3), generator, like)
     count = torch.ones(b, device=like.device)
     top = min(max_mixed, n)
@@ -157,7 +172,9 @@ def _choose(
         mixed = 2 + (u[:, 2] * (top - 1)).floor().clamp(max=top - 2)
         count = torch.where(u[:, 1] < mix_probability, mixed.float(), count)
     count = torch.where(u[:, 0] < clean_probability, torch.zeros_like(count), count)
-    rank = rand((b, n), generator, like).argsort(dim=1).argsort(dim=1)
+    w = torch.tensor(weights, device=like.device, dtype=like.dtype)
+    keys = -((1 - rand((b, n), generator, like)) ** (1 / w))
+    rank = keys.argsort(dim=1).argsort(dim=1)
     return rank < count.view(-1, 1)
 
 
@@ -170,18 +187,27 @@ def synthesize(
     max_mixed: int = 3,
     clean_probability: float = 0.05,
     microscopy: bool = False,
+    weights: Mapping[str, float] | None = None,
 ) -> DegradedBatch:
     """Degrade a clean batch (B, C, H, W) in [0, 1] at random, deterministically given
     ``generator``.
 
     Each sample is left clean with probability ``clean_probability``; otherwise it gets one
     degradation type, or with probability ``mix_probability`` 2..``max_mixed`` distinct types,
-    drawn from ``types`` (default: all), each at a uniform random severity, applied in ORDER.
+    drawn from ``types`` (default: all) in proportion to ``weights`` (name -> weight, 1 for a
+    name left out), each at a uniform random severity, applied in ORDER.
     ``microscopy`` uses the microscopy variants and never picks NOT_IN_MICROSCOPY.
     """
     allowed = _allowed(types, microscopy)
     columns = [DEGRADATIONS.index(n) for n in allowed]
-    chosen = _choose(clean, len(allowed), generator, mix_probability, max_mixed, clean_probability)
+    chosen = _choose(
+        clean,
+        _type_weights(allowed, weights),
+        generator,
+        mix_probability,
+        max_mixed,
+        clean_probability,
+    )
     labels = torch.zeros(clean.shape[0], len(DEGRADATIONS), device=clean.device, dtype=clean.dtype)
     labels[:, columns] = chosen.to(clean.dtype)
     severities = rand(labels.shape, generator, clean) * labels

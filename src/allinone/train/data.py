@@ -16,6 +16,7 @@ only image it is given; their label is noise (their severity is unknown and give
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,10 +157,15 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
     return (images * weights[:, None, None]).sum(dim=1, keepdim=True)
 
 
-def _synthesize_grey(clean: torch.Tensor, generator: torch.Generator, microscopy: bool):
+def _synthesize_grey(
+    clean: torch.Tensor,
+    generator: torch.Generator,
+    microscopy: bool,
+    weights: Mapping[str, float] | None,
+):
     """Degrade one grey channel, then replicate it to three, as the Restorer feeds grey planes."""
     grey = _grey(clean)
-    batch = synthesize(grey, generator, microscopy=microscopy)
+    batch = synthesize(grey, generator, microscopy=microscopy, weights=weights)
     rgb = DegradedBatch(batch.degraded.expand(-1, 3, -1, -1), batch.labels, batch.severities)
     return grey.expand(-1, 3, -1, -1), rgb
 
@@ -177,19 +183,21 @@ def degrade_batch(
     generator: torch.Generator,
     grey_fraction: float = 0.0,
     real_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    type_weights: Mapping[str, float] | None = None,
 ) -> tuple[torch.Tensor, DegradedBatch]:
     """Synthesise degradations for a batch; return (clean, degraded batch).
 
     The first `grey_fraction` of the photos and all microscopy patches are made grey and degraded
     on one channel before being replicated to three, so the network sees grey planes exactly as
     the Restorer gives them (identical channels, noise included). `real_pairs` (noisy, clean)
-    join the batch as they are, labelled noise.
+    join the batch as they are, labelled noise. `type_weights` weigh the degradation types drawn
+    (see `synthesize`).
     """
     split = int(round(photos.shape[0] * grey_fraction))
-    parts = [_synthesize_grey(photos[:split], generator, False)] if split else []
-    parts.append((photos[split:], synthesize(photos[split:], generator)))
+    parts = [_synthesize_grey(photos[:split], generator, False, type_weights)] if split else []
+    parts.append((photos[split:], synthesize(photos[split:], generator, weights=type_weights)))
     if microscopy is not None:
-        parts.append(_synthesize_grey(microscopy, generator, True))
+        parts.append(_synthesize_grey(microscopy, generator, True, type_weights))
     if real_pairs is not None:
         parts.append(_real_noise(real_pairs))
     clean = torch.cat([c for c, _ in parts])

@@ -50,6 +50,7 @@ from allinone.train.data import (
     training_paths,
 )
 from allinone.train.losses import bidirectional_loss, psnr
+from allinone.types import DEGRADATIONS
 from allinone.weights import ModelCard, save_model
 
 
@@ -71,6 +72,7 @@ class TrainConfig:
     microscopy_fraction: float = 0.125
     real_pair_fraction: float = 0.0
     grey_fraction: float = 0.25
+    type_weights: dict[str, float] | None = None
     grad_clip: float = 1.0
     validation_images: int = 8
     validate_every: int = 500
@@ -78,6 +80,15 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True
     cpu_bf16: bool = False
+
+    def __post_init__(self) -> None:
+        weights = self.type_weights or {}
+        unknown = sorted(set(weights) - set(DEGRADATIONS))
+        if unknown or any(not float(w) > 0 for w in weights.values()):
+            raise InputError(
+                f"type_weights must map names from {', '.join(DEGRADATIONS)} to positive "
+                f"numbers, got {weights}"
+            )
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -222,7 +233,9 @@ class Trainer:
         photos = photos.to(self.device)
         micro = micro.to(self.device) if micro is not None else None
         pairs = tuple(p.to(self.device) for p in self.sampler.sample_pairs(real)) if real else None
-        clean, batch = degrade_batch(photos, micro, self.synth, config.grey_fraction, pairs)
+        clean, batch = degrade_batch(
+            photos, micro, self.synth, config.grey_fraction, pairs, config.type_weights
+        )
         self.net.train()
         with self._amp():
             terms = self.objective(
