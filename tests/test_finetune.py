@@ -71,6 +71,20 @@ def test_finetuning_raises_validation_psnr(tuned) -> None:
     assert error(result.restorer) < error(restorer)
 
 
+def test_validation_scores_what_restore_gives() -> None:
+    """The PSNR before fine-tuning is that of `restore` on the validation strip (the last 16
+    columns here), its keep-tone guard included."""
+    degraded, clean = ((image / 256).astype(np.uint8) for image in _pair(3, (SIZE, 80)))
+    restorer = _tiny()
+    result = restorer.finetune(
+        [(degraded, clean)], steps=1, val_fraction=0.2, scaling="range", **FAST
+    )
+    restored = restorer.restore(np.ascontiguousarray(degraded[:, -16:]), tile=0, scaling="range")
+    error = restored.astype(float) - clean[:, -16:]
+    expected = 10 * np.log10(255**2 / np.mean(error**2))
+    assert result.psnr_before == pytest.approx(expected, abs=0.1)
+
+
 def test_original_restorer_is_untouched(tuned) -> None:
     restorer, before, result, _ = tuned
     assert _same(_state(restorer), before)

@@ -64,3 +64,9 @@ def follow_local_mean(
     """`restored` with its local mean moved to `degraded`'s by `weight` (1: all the way)."""
     restored, degraded = restored.float(), degraded.float()
     return restored + weight * (gaussian_blur(degraded) - gaussian_blur(restored))
+
+
+def tone_kept(restored: torch.Tensor, logits: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
+    """`restored` following `degraded`'s local mean unless the (B, T) composition `logits` see a
+    tone-changing degradation: what the Restorer makes of one network pass."""
+    return follow_local_mean(restored, degraded, keep_tone_weight(logits))

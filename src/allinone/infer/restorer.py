@@ -16,7 +16,7 @@ from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.ensemble import self_ensemble
-from allinone.infer.exposure import follow_local_mean, keep_tone_weight, never_brighter
+from allinone.infer.exposure import never_brighter, tone_kept
 from allinone.infer.normalize import (
     Normalization,
     check_dtype,
@@ -163,8 +163,7 @@ class Restorer:
         with torch.inference_mode():
             with self._autocast():
                 output = self.net(x)
-            weight = keep_tone_weight(output.logits)
-            return follow_local_mean(output.restored, x, weight)
+            return tone_kept(output.restored, output.logits, x)
 
     def _forward_for(self, norm: Normalization, ensemble: bool) -> Callable:
         """The tile function of a restore: one pass or the 8-view ensemble, never brighter than

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from allinone.errors import Cancelled, InputError
 from allinone.infer.axes import PlaneLayout
+from allinone.infer.exposure import never_brighter, tone_kept
 from allinone.infer.normalize import (
     Normalization,
     check_dtype,
@@ -97,6 +98,8 @@ class _Sample:
     """(degraded, clean) of the training part."""
     val: tuple[np.ndarray, np.ndarray] | None
     """(degraded, clean) of the validation part, or None without validation."""
+    keep_exposure: bool = False
+    """Whether `restore` would keep this plane's exposure (its scaling is percentile)."""
 
 
 @dataclass
@@ -345,6 +348,7 @@ def _samples(
                         val=None
                         if val is None
                         else tuple(_normalised(p, val, norm) for p in planes),
+                        keep_exposure=norm.keep_exposure,
                     )
                 )
     return samples
@@ -509,8 +513,9 @@ def _val_psnr(
 ) -> float:
     """PSNR (data range 1) over every validation part, each restored in one pass.
 
-    Parts are padded by reflection to a multiple of 8 and cropped back; outputs and targets are
-    clipped to [0, 1]; grey outputs are the mean of the three channels, as in `restore`.
+    Parts are padded by reflection to a multiple of 8 and cropped back; each pass keeps the tone
+    and, with percentile scaling, the exposure; outputs and targets are clipped to [0, 1]; grey
+    outputs are the mean of the three channels: all as in `restore`.
     """
     was_training = net.training
     net.eval()
@@ -521,8 +526,12 @@ def _val_psnr(
             x = _to_tensor([source], device)
             height, width = x.shape[-2:]
             pad = (0, -width % net.multiple, 0, -height % net.multiple)
-            restored = net(F.pad(x, pad, mode="reflect")).restored[..., :height, :width]
-            restored = restored.float().clamp(0, 1)
+            padded = F.pad(x, pad, mode="reflect")
+            output = net(padded)
+            restored = tone_kept(output.restored, output.logits, padded)
+            if sample.keep_exposure:
+                restored = never_brighter(restored, padded)
+            restored = restored[..., :height, :width].clamp(0, 1)
             if target.shape[2] == 1:
                 restored = restored.mean(dim=1, keepdim=True)
             expected = torch.from_numpy(target).permute(2, 0, 1)[None].to(device).clamp(0, 1)
