@@ -1,10 +1,10 @@
 """Local brightness: where a restored image may differ from its input at large scales.
 
-Tone: noise, blur, downsampling and defocus leave an image's local mean (a Gaussian of `SIGMA`
-pixels) as it was; only haze, rain and low light change it. So `follow_local_mean` gives each
-restored pixel its input's local mean, weighted by the composition head's probability that none
-of those three is present there (`keep_tone_weight`). A small blind model otherwise shifts the
-tone of images it misreads: it "dehazed" blurred and upsampled photos, costing 1-3 dB.
+Tone: noise, blur and downsampling leave an image's local mean (a Gaussian of `SIGMA` pixels) as
+it was; only haze, rain and low light change it. So `follow_local_mean` moves each restored
+tile's local mean to its input's, weighted by the composition head's probability that the tile
+holds none of those three (`keep_tone_weight`). A small blind model otherwise shifts the tone of
+images it misreads: it "dehazed" blurred and upsampled photos, costing 1-3 dB.
 
 Exposure: a restored image may not be brighter, locally, than its input.
 
