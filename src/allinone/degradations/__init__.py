@@ -16,7 +16,13 @@ from allinone.degradations.blur import (
 from allinone.degradations.downsample import low_resolution
 from allinone.degradations.haze import add_background_haze, add_haze, depth_map
 from allinone.degradations.lowlight import low_light
-from allinone.degradations.mix import ORDER, DegradedBatch, apply, synthesize
+from allinone.degradations.mix import (
+    ORDER,
+    DegradedBatch,
+    apply,
+    check_type_weights,
+    synthesize,
+)
 from allinone.degradations.noise import gaussian_noise, poisson_gaussian_noise
 from allinone.degradations.rain import add_rain, line_kernel
 
@@ -28,6 +34,7 @@ __all__ = [
     "add_rain",
     "apply",
     "apply_kernel",
+    "check_type_weights",
     "defocus_kernel",
     "depth_map",
     "gaussian_kernel",

@@ -140,15 +140,20 @@ def _allowed(types: Sequence[str] | None, microscopy: bool) -> list[str]:
     return allowed
 
 
-def _type_weights(allowed: list[str], weights: Mapping[str, float] | None) -> list[float]:
+def check_type_weights(weights: Mapping[str, float] | None) -> None:
+    """Raise ValueError unless `weights` maps names from DEGRADATIONS to positive numbers."""
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(DEGRADATIONS))
     if unknown:
         raise ValueError(f"unknown degradations {unknown} in weights; expected {DEGRADATIONS}")
-    chosen = [float(weights.get(name, 1.0)) for name in allowed]
-    if any(not w > 0 for w in chosen):
+    if any(not float(w) > 0 for w in weights.values()):
         raise ValueError(f"type weights must be positive, got {weights}")
-    return chosen
+
+
+def _type_weights(allowed: list[str], weights: Mapping[str, float] | None) -> list[float]:
+    check_type_weights(weights)
+    weights = weights or {}
+    return [float(weights.get(name, 1.0)) for name in allowed]
 
 
 def _choose(

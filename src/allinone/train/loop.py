@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from allinone.degradations import check_type_weights
 from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError
 from allinone.models import AllInOneNet, build_network
@@ -50,7 +51,6 @@ from allinone.train.data import (
     training_paths,
 )
 from allinone.train.losses import bidirectional_loss, psnr
-from allinone.types import DEGRADATIONS
 from allinone.weights import ModelCard, save_model
 
 
@@ -82,13 +82,10 @@ class TrainConfig:
     cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
-        weights = self.type_weights or {}
-        unknown = sorted(set(weights) - set(DEGRADATIONS))
-        if unknown or any(not float(w) > 0 for w in weights.values()):
-            raise InputError(
-                f"type_weights must map names from {', '.join(DEGRADATIONS)} to positive "
-                f"numbers, got {weights}"
-            )
+        try:
+            check_type_weights(self.type_weights)
+        except ValueError as error:
+            raise InputError(f"type_weights: {error}") from None
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
