@@ -179,6 +179,9 @@ def test_analyze_json(tmp_path: Path, capsys) -> None:
     assert all(0.0 <= p <= 1.0 for p in report["composition"].values())
     best = max(report["composition"], key=report["composition"].get)
     assert report["dominant"] == (best if report["composition"][best] >= 0.5 else None)
+    code, out, err = _run(capsys, "analyze", source, *TINY, "--json", "--no-flips")
+    assert code == 0, err
+    assert json.loads(out)["composition"] != report["composition"]  # one pass, not four
 
 
 def test_analyze_table(tmp_path: Path, capsys) -> None:

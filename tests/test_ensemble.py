@@ -1,11 +1,12 @@
-"""The geometric self-ensemble (`Restorer.restore(..., ensemble=True)`, `--ensemble`)."""
+"""The geometric self-ensemble (`Restorer.restore(..., ensemble=True)`, `--ensemble`) and the
+flip-averaged composition (`Restorer.analyze(..., flips=True)`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from allinone.infer.ensemble import VIEWS, self_ensemble
+from allinone.infer.ensemble import FLIPS, VIEWS, self_ensemble
 
 
 def test_every_view_is_mapped_back() -> None:
@@ -42,3 +43,30 @@ def test_restore_with_the_ensemble(tiny_restorer) -> None:
     assert np.abs(flipped.astype(int) - ensemble).max() <= 1  # the same views, in another order
     tiled = tiny_restorer.restore(image, tile=16, overlap=16, ensemble=True)
     assert np.abs(tiled.astype(int) - ensemble).max() <= 2
+
+
+def test_the_flips_keep_the_orientation() -> None:
+    x = torch.arange(2 * 8 * 16, dtype=torch.float32).reshape(1, 2, 8, 16)
+    seen = []
+
+    def forward(view: torch.Tensor) -> torch.Tensor:
+        seen.append(view)
+        return view[:, :1]
+
+    torch.testing.assert_close(self_ensemble(forward, x, FLIPS), x[:, :1])
+    assert all(view.shape == x.shape for view in seen)
+    flipped = {(torch.equal(v, x.flip(-1)), torch.equal(v, x.flip(-2))) for v in seen}
+    assert len(FLIPS) == len(set(FLIPS)) == 4 and len(flipped) == 3  # x, and flips along X, Y
+
+
+def test_analyze_averages_the_logits_of_the_four_flips(tiny_restorer) -> None:
+    image = np.random.default_rng(6).integers(0, 256, (32, 48), dtype=np.uint8)
+
+    def mean_logits(array: np.ndarray, flips: bool) -> np.ndarray:
+        p = np.array(list(tiny_restorer.analyze(array, tile=0, flips=flips).probabilities.values()))
+        return np.log(p / (1 - p))
+
+    views = [image, image[:, ::-1], image[::-1], image[::-1, ::-1]]
+    expected = np.mean([mean_logits(np.ascontiguousarray(v), False) for v in views], axis=0)
+    np.testing.assert_allclose(mean_logits(image, True), expected, atol=1e-4)
+    assert not np.allclose(mean_logits(image, False), expected, atol=1e-4)

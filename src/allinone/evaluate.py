@@ -17,9 +17,9 @@ images are 8-bit; PSNR and SSIM are computed on uint8 RGB (or grey) arrays with 
   `scaling="range"` (correct exposure, as for an under-exposed photo); baseline: CLAHE.
 - fmd: real confocal noise, FMD BPAE_B fields 2-6; baselines: the input, BM3D with an
   estimated sigma (NL-means when `bm3d` is missing).
-- composition: `Restorer.analyze` on 256x256 CBSD68 crops with single degradations (each type
-  at three severities) and with seeded mixtures of 2-3 types: top-1 accuracy, ROC AUC per type,
-  exact-set accuracy at probability 0.5.
+- composition: `Restorer.analyze` (flip-averaged, its default) on 256x256 CBSD68 crops with single
+  degradations (each type at three severities) and with seeded mixtures of 2-3 types: top-1
+  accuracy, ROC AUC per type, exact-set accuracy at probability 0.5.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.ensemble import self_ensemble
+from allinone.infer.ensemble import FLIPS, self_ensemble
 from allinone.infer.exposure import never_brighter, tone_kept
 from allinone.infer.normalize import (
     Normalization,
@@ -301,12 +301,15 @@ class Restorer:
         tile: int | None = None,
         cancel=None,
         scaling: str = "auto",
+        flips: bool = True,
     ) -> Generator[Progress, None, Composition]:
         """Composition of `array`, yielding `Progress` after each batch of tiles.
 
         ``scaling="auto"`` shows the network an 8-bit colour photo by its dtype's range, so that
         under-exposure can be seen (stretched by percentiles it looks well exposed), and any
         other image by its percentiles (so that dim fluorescence is not taken for low light).
+        `flips` averages the logits over the tile and its three flips (`ensemble.FLIPS`): four
+        passes of the encoder, and fewer blurred or upsampled images mistaken for another type.
         """
         check_dtype(array.dtype)
         check_scaling(scaling)
@@ -320,9 +323,12 @@ class Restorer:
         cells = (-(-height // scale), -(-width // scale))
         logits = np.zeros((len(DEGRADATIONS), *layout.lead_shape, *cells), dtype=np.float32)
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
+        def encode(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), self._autocast():
                 return self.net.analyze(x)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return self_ensemble(encode, x, FLIPS) if flips else encode(x)
 
         def on_rows(rows: Rows) -> None:
             count = min(len(rows.blended), cells[0] - rows.start)
@@ -355,9 +361,11 @@ class Restorer:
         progress: ProgressCallback = None,
         cancel=None,
         scaling: str = "auto",
+        flips: bool = True,
     ) -> Composition:
         """Per-type probabilities for the whole array and per-region maps; see `analyze_steps`."""
-        return _drive(self.analyze_steps(array, axes, tile, cancel, scaling), progress, cancel)
+        steps = self.analyze_steps(array, axes, tile, cancel, scaling, flips)
+        return _drive(steps, progress, cancel)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The network's weights on the CPU."""
