@@ -45,6 +45,7 @@ class CompositionSettings:
     engine: EngineChoice = field(default_factory=EngineChoice)
     scope: Scope = "current slice"
     auto: bool = True
+    flips: bool = True
     add_maps: bool = False
 
 
@@ -62,6 +63,7 @@ class CompositionWidget(JobWidget):
         self.shapes.setToolTip("The selected rectangle, or the last one drawn, is analysed.")
         self.engine = EnginePicker(precision=False)
         self.auto = QCheckBox("Update automatically", checked=True)
+        self.flips = QCheckBox("Average over flips (more accurate, 4x the time)", checked=True)
         self.add_maps = QCheckBox("Add per-tile maps as layers")
         self.analyse_button = QPushButton("Analyse")
         self.chart = BarChart(napari_viewer, DEGRADATIONS)
@@ -81,6 +83,7 @@ class CompositionWidget(JobWidget):
         form.addRow("Rectangles", self.shapes)
         self.engine.add_rows(form)
         form.addRow(self.auto)
+        form.addRow(self.flips)
         form.addRow(self.add_maps)
         form.addRow(self.analyse_button)
         form.addRow(self.chart)
@@ -93,6 +96,7 @@ class CompositionWidget(JobWidget):
         self.shapes.layer_changed.connect(self._watch_shapes)
         self.engine.on_change(lambda: self._update(engine=self.engine.choice()))
         self.auto.toggled.connect(lambda checked: self._update(auto=checked))
+        self.flips.toggled.connect(lambda checked: self._update(flips=checked))
         self.add_maps.toggled.connect(lambda checked: self._update(add_maps=checked))
         self.analyse_button.clicked.connect(self._analyse_clicked)
         connect_while_alive(self, self.viewer.dims.events.current_step, self._step_changed)
@@ -170,7 +174,12 @@ class CompositionWidget(JobWidget):
         if region is None:
             self._state_changed(self.job.state)
             return
-        request = AnalyzeRequest(data=region.data, axes=region.axes, engine=self.settings.engine)
+        request = AnalyzeRequest(
+            data=region.data,
+            axes=region.axes,
+            engine=self.settings.engine,
+            flips=self.settings.flips,
+        )
         source = self.layer.layer()
         self.job.start(
             analyze_job, request, on_result=lambda result: self._show(source, region, result)

@@ -79,6 +79,7 @@ class AnalyzeRequest:
     data: Any
     axes: str | None
     engine: EngineChoice
+    flips: bool = True
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,9 @@ def analyze_job(request: AnalyzeRequest) -> Generator[Progress, None, Any]:
     engine = request.engine
     restorer = load_restorer(engine.model, engine.device, engine.precision)
     return (
-        yield from restorer.analyze_steps(request.data, axes=request.axes, scaling=engine.scaling)
+        yield from restorer.analyze_steps(
+            request.data, axes=request.axes, scaling=engine.scaling, flips=request.flips
+        )
     )
 
 

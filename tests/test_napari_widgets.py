@@ -179,6 +179,23 @@ def test_composition_follows_the_slice_once_settled(viewer, qtbot, monkeypatch) 
     assert len(requests) == 1 and requests[0][1].data.shape == (64, 64)
 
 
+def test_composition_flips_can_be_turned_off(viewer, qtbot, monkeypatch) -> None:
+    viewer.add_image(np.random.default_rng(7).random((64, 64), dtype=np.float32))
+    widget = _open(viewer, "Degradation composition")
+    qtbot.waitUntil(lambda: len(widget.probabilities) == 6, timeout=TIMEOUT_MS)
+    _wait_for(qtbot, widget, JobState.DONE)
+    averaged = dict(widget.probabilities)
+    requests = []
+    start = widget.job.start
+    monkeypatch.setattr(widget.job, "start", lambda *a, **k: requests.append(a) or start(*a, **k))
+
+    widget.flips.setChecked(False)
+    qtbot.waitUntil(lambda: len(requests) == 1, timeout=5_000)
+    _wait_for(qtbot, widget, JobState.DONE)
+    assert requests[0][1].flips is False and widget.settings.flips is False
+    assert widget.probabilities != averaged  # one pass differs from the mean of four
+
+
 def test_composition_inside_a_rectangle(viewer, qtbot) -> None:
     viewer.add_image(np.random.default_rng(3).random((64, 64), dtype=np.float32), name="img")
     shapes = viewer.add_shapes([[[8, 8], [8, 40], [40, 40], [40, 8]]], shape_type="rectangle")
