@@ -309,7 +309,8 @@ class Restorer:
         under-exposure can be seen (stretched by percentiles it looks well exposed), and any
         other image by its percentiles (so that dim fluorescence is not taken for low light).
         `flips` averages the logits over the tile and its three flips (`ensemble.FLIPS`): four
-        passes of the encoder, and fewer blurred or upsampled images mistaken for another type.
+        passes of the encoder, and about 3 points more top-1 accuracy on single degradations
+        (fewer blurred images taken for another type; see the README).
         """
         check_dtype(array.dtype)
         check_scaling(scaling)
