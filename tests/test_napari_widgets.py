@@ -163,14 +163,20 @@ def test_composition_values_and_maps(viewer, qtbot) -> None:
     assert image.data.shape == (64, 64)
 
 
-def test_composition_follows_the_slice_once_settled(viewer, qtbot, monkeypatch) -> None:
-    viewer.add_image(np.random.default_rng(6).random((3, 64, 64), dtype=np.float32))
+def _settled_composition(viewer, qtbot, monkeypatch):
+    """The Composition widget after its first analysis, and the list of the jobs it starts next."""
     widget = _open(viewer, "Degradation composition")
     qtbot.waitUntil(lambda: len(widget.probabilities) == 6, timeout=TIMEOUT_MS)
     _wait_for(qtbot, widget, JobState.DONE)
     requests = []
     start = widget.job.start
     monkeypatch.setattr(widget.job, "start", lambda *a, **k: requests.append(a) or start(*a, **k))
+    return widget, requests
+
+
+def test_composition_follows_the_slice_once_settled(viewer, qtbot, monkeypatch) -> None:
+    viewer.add_image(np.random.default_rng(6).random((3, 64, 64), dtype=np.float32))
+    widget, requests = _settled_composition(viewer, qtbot, monkeypatch)
 
     for z in (1, 2, 0, 1):
         viewer.dims.set_current_step(0, z)
@@ -181,13 +187,8 @@ def test_composition_follows_the_slice_once_settled(viewer, qtbot, monkeypatch) 
 
 def test_composition_flips_can_be_turned_off(viewer, qtbot, monkeypatch) -> None:
     viewer.add_image(np.random.default_rng(7).random((64, 64), dtype=np.float32))
-    widget = _open(viewer, "Degradation composition")
-    qtbot.waitUntil(lambda: len(widget.probabilities) == 6, timeout=TIMEOUT_MS)
-    _wait_for(qtbot, widget, JobState.DONE)
+    widget, requests = _settled_composition(viewer, qtbot, monkeypatch)
     averaged = dict(widget.probabilities)
-    requests = []
-    start = widget.job.start
-    monkeypatch.setattr(widget.job, "start", lambda *a, **k: requests.append(a) or start(*a, **k))
 
     widget.flips.setChecked(False)
     qtbot.waitUntil(lambda: len(requests) == 1, timeout=5_000)
