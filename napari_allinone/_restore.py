@@ -46,6 +46,7 @@ class RestoreSettings:
     tile: int = 0
     overlap: int = 32
     ensemble: bool = False
+    scene_haze: bool = True
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ class RestoreWidget(JobWidget):
         self.tile.setToolTip("Tile size in pixels; auto picks one that fits the device memory.")
         self.overlap = QSpinBox(minimum=0, maximum=512, singleStep=8, value=32)
         self.ensemble = QCheckBox("8 views (flips, rotations): better, 8x slower")
+        self.scene_haze = QCheckBox("Judge haze on the whole view first", checked=True)
+        self.scene_haze.setToolTip(
+            "Haze is removed at the scale of a small overview of each plane before the tiles are "
+            "restored: seen tile by tile, the haze of a large image looks like a soft region."
+        )
         self.run_button = QPushButton("Run")
         self.status = QLabel(wordWrap=True)
         self._layout()
@@ -93,6 +99,7 @@ class RestoreWidget(JobWidget):
         form.addRow("Tile size", self.tile)
         form.addRow("Overlap", self.overlap)
         form.addRow("Best quality", self.ensemble)
+        form.addRow("Scene haze", self.scene_haze)
         form.addRow(self.run_button)
         form.addRow(self.status)
 
@@ -104,6 +111,7 @@ class RestoreWidget(JobWidget):
         self.tile.valueChanged.connect(lambda value: self._update(tile=value))
         self.overlap.valueChanged.connect(lambda value: self._update(overlap=value))
         self.ensemble.toggled.connect(lambda checked: self._update(ensemble=checked))
+        self.scene_haze.toggled.connect(lambda checked: self._update(scene_haze=checked))
         self.run_button.clicked.connect(self._run_clicked)
         self.settings.engine = self.engine.choice()
 
@@ -137,7 +145,8 @@ class RestoreWidget(JobWidget):
 
     def _state_changed(self, state: JobState) -> None:
         busy = state.busy
-        for control in (self.layer, self.axes, self.scope, self.tile, self.overlap, self.ensemble):
+        controls = (self.layer, self.axes, self.scope, self.tile, self.overlap)
+        for control in (*controls, self.ensemble, self.scene_haze):
             control.setEnabled(not busy)
         self.engine.set_enabled(not busy)
         ready = self.layer.layer() is not None and self._axes_problem() is None
@@ -178,6 +187,7 @@ class RestoreWidget(JobWidget):
             tile=settings.tile or None,
             overlap=settings.overlap,
             ensemble=settings.ensemble,
+            scene_haze=settings.scene_haze,
         )
         output = _Output(source, region, settings.scope, settings.engine.model)
         self.job.start(restore_job, request, on_result=lambda data: self._add_layer(output, data))

@@ -70,6 +70,7 @@ class RestoreRequest:
     tile: int | None = None
     overlap: int = 32
     ensemble: bool = False
+    scene_haze: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray
             overlap=request.overlap,
             scaling=engine.scaling,
             ensemble=request.ensemble,
+            scene_haze=request.scene_haze,
         )
     )
 

@@ -97,6 +97,20 @@ def test_restore_ensemble_option(tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(read_image(output).array, expected)
 
 
+def test_restore_no_scene_haze_option(tmp_path: Path, capsys) -> None:
+    from allinone import Restorer
+
+    source = _image(tmp_path / "photo.png", (160, 144, 3), np.uint8)
+    output = tmp_path / "out.png"
+    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--no-scene-haze")
+    assert code == 0, err
+    image = read_image(source).array
+    restorer = Restorer.from_pretrained("tiny", device="cpu")
+    expected = restorer.restore(image, scene_haze=False)
+    np.testing.assert_array_equal(read_image(output).array, expected)
+    assert not np.array_equal(expected, restorer.restore(image))
+
+
 def test_restore_zyx_tiff_keeps_axes_and_metadata(tmp_path: Path, capsys) -> None:
     meta = {"resolution": (5.0, 5.0), "resolutionunit": 3}
     source = _image(tmp_path / "stack.tif", (16, 64, 64), np.uint16, axes="ZYX", metadata=meta)

@@ -92,6 +92,25 @@ def test_the_best_quality_choice_reaches_the_engine(viewer, qtbot) -> None:
     np.testing.assert_array_equal(viewer.layers["photo [restored]"].data, expected)
 
 
+def test_the_scene_haze_choice_reaches_the_engine(viewer, qtbot) -> None:
+    from allinone import Restorer
+
+    data = np.random.default_rng(4).integers(0, 255, (144, 160), dtype=np.uint8)
+    viewer.add_image(data, name="hazy")
+    widget = _open(viewer, "Restore")
+    assert widget.scene_haze.isChecked() and widget.settings.scene_haze
+    widget.scene_haze.setChecked(False)
+    assert not widget.settings.scene_haze
+
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    restorer = Restorer.from_pretrained("tiny", device="cpu")
+    expected = restorer.restore(data, scene_haze=False)
+    np.testing.assert_array_equal(viewer.layers["hazy [restored]"].data, expected)
+    assert not np.array_equal(expected, restorer.restore(data))
+
+
 def test_restore_stack_whole_layer_and_current_slice(viewer, qtbot) -> None:
     data = np.random.default_rng(1).integers(0, 4000, (3, 64, 64), dtype=np.uint16)
     viewer.add_image(data, name="stack", scale=(4, 1, 1))

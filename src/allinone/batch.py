@@ -47,6 +47,7 @@ class BatchOptions:
     overlap: int = 32
     scaling: str = "auto"
     ensemble: bool = False
+    scene_haze: bool = True
     torch_threads: int | None = None
     """CPU threads a worker's torch uses (local worker processes start with one: `run_batch`
     shares the CPUs among them)."""
@@ -129,6 +130,7 @@ def restore_file(source: str, output: str, options: BatchOptions) -> str:
         overlap=options.overlap,
         scaling=options.scaling,
         ensemble=options.ensemble,
+        scene_haze=options.scene_haze,
     )
     write_image(output, result, axes=axes, metadata=image.metadata, overwrite=True)
     return output

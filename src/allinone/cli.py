@@ -133,6 +133,13 @@ def _add_restore_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="average the 8 flips and rotations of each tile: better, and 8x slower",
     )
+    parser.add_argument(
+        "--scene-haze",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="first remove haze judged on a small overview of each plane, which tiles alone miss "
+        "in large images (default: on)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,6 +402,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             progress=progress,
             scaling=args.scaling,
             ensemble=args.ensemble,
+            scene_haze=args.scene_haze,
         )
     write_image(output, result, axes=axes, metadata=image.metadata, overwrite=args.overwrite)
     print(f"wrote {output}", file=sys.stderr)
@@ -502,6 +510,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         scaling=args.scaling,
         ensemble=args.ensemble,
+        scene_haze=args.scene_haze,
     )
 
     def done(source: Path, error: str | None) -> None:

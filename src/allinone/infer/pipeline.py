@@ -26,6 +26,7 @@ import torch
 from allinone.errors import AllInOneWarning, Cancelled
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.normalize import Normalization
+from allinone.infer.scene import SceneTone
 from allinone.infer.tiling import Tile, TileGrid, reflect_indices, round_up
 
 logger = logging.getLogger(__name__)
@@ -60,24 +61,49 @@ def is_cancelled(cancel) -> bool:
 # --- reading and normalising ----------------------------------------------------------------------
 
 
-class PlaneSource:
-    """Windows of rows of an N-D array's planes, and their network inputs."""
+SceneHook = Callable[["PlaneSource", tuple[int, ...], object], SceneTone | None]
+"""(source, plane index, fill value) → the plane's scene-scale correction, or None."""
 
-    def __init__(self, layout: PlaneLayout, array, norm: Normalization) -> None:
+
+class PlaneSource:
+    """Windows of rows of an N-D array's planes, and their network inputs.
+
+    `scene`, when given, computes a correction per plane (`allinone.infer.scene`) that every
+    tile's network input of that plane gets."""
+
+    def __init__(
+        self, layout: PlaneLayout, array, norm: Normalization, scene: SceneHook | None = None
+    ) -> None:
         self.layout = layout
         self.array = array
         self.norm = norm
+        self.scene = scene
 
     def rows(self, index: tuple[int, ...], start: int, stop: int) -> np.ndarray:
         """Rows `start:stop` of plane `index`, (rows, W) or (rows, W, 3|4), in the source dtype."""
         return self.layout.get(self.array, index, rows=slice(start, stop))
 
-    def chunks(self, index: tuple[int, ...]) -> Iterator[np.ndarray]:
-        """Plane `index` in normalised chunks of whole rows."""
+    def _spans(self) -> Iterator[tuple[int, int]]:
         height, width = self.layout.plane_shape
         step = max(1, CHUNK_VALUES // (width * (self.layout.shape[-1] if self.layout.rgb else 1)))
         for start in range(0, height, step):
-            yield self.norm.forward(self.rows(index, start, min(start + step, height)))
+            yield start, min(start + step, height)
+
+    def chunks(self, index: tuple[int, ...]) -> Iterator[np.ndarray]:
+        """Plane `index` in normalised chunks of whole rows."""
+        for start, stop in self._spans():
+            yield self.norm.forward(self.rows(index, start, stop))
+
+    def input_chunks(self, index: tuple[int, ...], fill) -> Iterator[np.ndarray]:
+        """Plane `index` normalised, non-finite values filled, alpha dropped, in (rows, W, C)
+        chunks of whole rows: C is 1 for grey planes (`network_input` repeats it), 3 for colour."""
+        for start, stop in self._spans():
+            values = self._channels(self._filled(self.rows(index, start, stop), fill))
+            yield values if values.ndim == 3 else values[:, :, None]
+
+    def scene_tone(self, index: tuple[int, ...], fill) -> SceneTone | None:
+        """Plane `index`'s scene-scale correction; None without a `scene` hook."""
+        return None if self.scene is None else self.scene(self, index, fill)
 
     def fill_value(self, index: tuple[int, ...]) -> np.float32 | float | None:
         """The median that replaces the plane's non-finite values; None when there are none."""
@@ -88,14 +114,22 @@ class PlaneSource:
         median = finite_median(lambda: self.chunks(index))
         return median if np.isfinite(median) else 0.0  # 0 when no value is finite
 
+    def _filled(self, pixels: np.ndarray, fill) -> np.ndarray:
+        values = self.norm.forward(pixels)
+        if fill is None:
+            return values
+        return np.where(np.isfinite(values), values, fill).astype(np.float32)
+
+    @staticmethod
+    def _channels(values: np.ndarray) -> np.ndarray:
+        return values if values.ndim == 2 else values[:, :, :3]
+
     def network_input(self, pixels: np.ndarray, fill) -> np.ndarray:
         """(h, w, 3) float32 network input of source pixels (grey repeated, alpha dropped)."""
-        values = self.norm.forward(pixels)
-        if fill is not None:
-            values = np.where(np.isfinite(values), values, fill).astype(np.float32)
+        values = self._channels(self._filled(pixels, fill))
         if values.ndim == 2:
             return np.repeat(values[:, :, None], 3, axis=2)
-        return values[:, :, :3]
+        return values
 
 
 def _sort_keys(values: np.ndarray) -> np.ndarray:
@@ -246,6 +280,7 @@ def tile_work(
         index = planes[position]
         blend = Blend.empty(grid.core_h // scale, pw // scale, channels)
         plane = PlaneRun(position, index, source.fill_value(index), blend)
+        tone = source.scene_tone(index, plane.fill)
         for n, (y, tiles) in enumerate(rows):
             top, bottom = band_rows(grid, y)
             stop = rows[n + 1][0] if n + 1 < len(rows) else ph
@@ -253,6 +288,8 @@ def tile_work(
             for k, tile in enumerate(tiles):
                 pixels = grid.read(band.window, tile, top)
                 work = source.network_input(pixels, plane.fill)
+                if tone is not None:
+                    work = tone.apply(work, *grid.indices(tile))
                 yield TileWork(plane, tile, work, band if k == len(tiles) - 1 else None)
 
 

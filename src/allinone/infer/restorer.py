@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
@@ -31,7 +32,8 @@ from allinone.infer.pipeline import (
     restored_rows,
     run_tiles,
 )
-from allinone.infer.tiling import TileGrid
+from allinone.infer.scene import SceneTone, scene_tone
+from allinone.infer.tiling import TileGrid, round_up
 from allinone.models import AllInOneNet, Preset, build_network
 from allinone.types import DEGRADATIONS
 from allinone.weights import ModelCard, find_model, load_state, read_card, save_model
@@ -177,6 +179,22 @@ class Restorer:
 
         return forward
 
+    def _scene_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on one (1, 3, h, w) overview, padded to its multiple: (restored, logits)
+        on the CPU."""
+        h, w = x.shape[-2:]
+        m = AllInOneNet.multiple
+        padded = F.pad(x, (0, round_up(w, m) - w, 0, round_up(h, m) - h), mode="replicate")
+        padded = padded.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            output = self.net(padded)
+        return output.restored[..., :h, :w].float().cpu(), output.logits.float().cpu()
+
+    def _scene_tone(self, source: PlaneSource, index: tuple[int, ...], fill) -> SceneTone | None:
+        """Plane `index`'s scene-scale haze correction (`allinone.infer.scene`)."""
+        chunks = source.input_chunks(index, fill)
+        return scene_tone(self._scene_pass, chunks, source.layout.plane_shape, source.norm)
+
     def _restore_with(
         self,
         array,
@@ -186,6 +204,7 @@ class Restorer:
         out,
         cancel,
         ensemble: bool = False,
+        scene_haze: bool = True,
     ) -> Generator[Progress, None, np.ndarray]:
         height, width = layout.plane_shape
 
@@ -197,7 +216,7 @@ class Restorer:
 
         yield from self._run(
             self._forward_for(norm, ensemble),
-            PlaneSource(layout, array, norm),
+            PlaneSource(layout, array, norm, self._scene_tone if scene_haze else None),
             grid,
             channels=3,
             scale=1,
@@ -217,6 +236,7 @@ class Restorer:
         out=None,
         scaling: str = "auto",
         ensemble: bool = False,
+        scene_haze: bool = True,
     ) -> Generator[Progress, None, np.ndarray]:
         """Restore `array` (same shape and dtype out), yielding `Progress` after each batch.
 
@@ -227,13 +247,19 @@ class Restorer:
         keeps the exposure (percentiles; the result is never brighter than the input, locally),
         ``"range"`` lets the model correct an under-exposed image. `ensemble` averages the eight
         flips and rotations of every tile (`allinone.infer.ensemble`): better, 8x slower.
+        `scene_haze` first removes haze judged on a small overview of each plane
+        (`allinone.infer.scene`), which the tiles alone miss in large images.
         """
         check_dtype(array.dtype)
         check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, overlap)
         out = _output_for(array, out)
         norm = fit_normalization(array, scaling)
-        return (yield from self._restore_with(array, layout, grid, norm, out, cancel, ensemble))
+        return (
+            yield from self._restore_with(
+                array, layout, grid, norm, out, cancel, ensemble, scene_haze
+            )
+        )
 
     def restore(
         self,
@@ -246,9 +272,12 @@ class Restorer:
         out=None,
         scaling: str = "auto",
         ensemble: bool = False,
+        scene_haze: bool = True,
     ) -> np.ndarray:
         """Restore an N-D array; see `restore_steps`. `tile=None` is automatic, 0 is one pass."""
-        steps = self.restore_steps(array, axes, tile, overlap, cancel, out, scaling, ensemble)
+        steps = self.restore_steps(
+            array, axes, tile, overlap, cancel, out, scaling, ensemble, scene_haze
+        )
         return _drive(steps, progress, cancel)
 
     def restore_dask(
@@ -259,6 +288,7 @@ class Restorer:
         overlap: int = 32,
         scaling: str = "auto",
         ensemble: bool = False,
+        scene_haze: bool = True,
     ):
         """A lazy dask array: `array` (a dask array) restored, block by block, when computed.
 
@@ -286,10 +316,12 @@ class Restorer:
             block_layout, grid = self._plan(block.shape, layout.axes, tile, overlap)
             out = np.empty(block.shape, dtype=block.dtype)
             with lock:
-                steps = self._restore_with(block, block_layout, grid, norm, out, None, ensemble)
+                steps = self._restore_with(
+                    block, block_layout, grid, norm, out, None, ensemble, scene_haze
+                )
                 return _drive(steps, None, None)
 
-        token = tokenize(planes.name, layout.axes, tile, overlap, ensemble, id(self))
+        token = tokenize(planes.name, layout.axes, tile, overlap, ensemble, scene_haze, id(self))
         name = "allinone-restore-" + token
         meta = np.empty((0,) * array.ndim, dtype=array.dtype)
         return planes.map_blocks(restore_block, dtype=array.dtype, meta=meta, name=name)

@@ -114,17 +114,23 @@ class TileGrid:
         xs = _starts(pw, self.core_w, self._step(self.core_w))
         return [Tile(y, x) for y in ys for x in xs]
 
-    def read(self, plane: np.ndarray, tile: Tile, top: int = 0) -> np.ndarray:
-        """The tile's input (core plus context) from an (H, W, ...) plane, reflected at borders.
-
-        `plane` may hold only the plane's rows from `top` on, as long as it has those read.
-        """
+    def indices(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+        """The plane rows and columns of the tile's input (core plus context), reflected at
+        borders."""
         rows = reflect_indices(
             tile.y - self.context, tile.y + self.core_h + self.context, self.height
         )
         cols = reflect_indices(
             tile.x - self.context, tile.x + self.core_w + self.context, self.width
         )
+        return rows, cols
+
+    def read(self, plane: np.ndarray, tile: Tile, top: int = 0) -> np.ndarray:
+        """The tile's input (core plus context) from an (H, W, ...) plane, reflected at borders.
+
+        `plane` may hold only the plane's rows from `top` on, as long as it has those read.
+        """
+        rows, cols = self.indices(tile)
         return plane[rows[:, None] - top, cols[None, :]]
 
     def weight(self, tile: Tile) -> np.ndarray:

@@ -1,0 +1,153 @@
+"""Scene-scale haze: judged on a small overview of a plane, removed at that scale before tiling.
+
+The network learnt haze from 64-pixel patches. Over a 64-pixel window of a full-size photo, haze
+looks like a flat, soft region, so tile by tile it reads as blur and stays (SOTS-indoor at full
+size: p(haze) 0.1-0.4). On an overview whose long side is `SIDE` pixels, a window spans a good
+part of the scene and the same network sees and removes the haze.
+
+So each plane larger than the overview is first shrunk to it (block means, streamed row chunk by
+row chunk), the network restores the overview, and a guided-filter fit turns the change into a
+smooth per-pixel gain and offset (`fit_tone`): where the overview's restoration is locally an
+affine map of its input, that map is carried to the full-size input, weighted by the overview's
+probability of haze. Gains drift to 1 where the overview is flat, so texture the overview cannot
+see is never amplified. The tiles then see a dehazed input and do the local work (noise, blur...).
+
+The overview keeps the black level: intensities are divided by the plane's high percentile but
+not shifted by its low one. A percentile stretch removes the veil haze lays over the image, and
+with it what the network needs to see the haze.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from allinone.infer.normalize import Normalization
+from allinone.types import DEGRADATIONS
+
+SIDE = 128
+"""Long side in pixels of the overview: twice the training patch."""
+RADIUS = 2
+"""Radius in overview pixels of the guided-filter windows."""
+EPS = 1e-3
+"""Guided-filter regulariser: a window whose variance is below this keeps gain 1."""
+
+HAZE = DEGRADATIONS.index("haze")
+
+
+@dataclass(frozen=True)
+class SceneTone:
+    """A smooth per-pixel gain and offset for a plane's network input, stored at overview size."""
+
+    gain: np.ndarray
+    """(3, h, w) float32."""
+    offset: np.ndarray
+    """(3, h, w) float32, in network units."""
+    factor: int
+    """Plane pixels per overview pixel, along both axes."""
+
+    def apply(self, values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """`values` (len(rows), len(cols), 3) at plane `rows` and `cols`, gain and offset
+        interpolated bilinearly from the overview."""
+        gain = self._at(self.gain, rows, cols)
+        offset = self._at(self.offset, rows, cols)
+        return (values * gain + offset).astype(np.float32)
+
+    def _at(self, field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        along_y = _interpolate(field, rows, self.factor, axis=1)
+        return np.moveaxis(_interpolate(along_y, cols, self.factor, axis=2), 0, 2)
+
+
+def _interpolate(field: np.ndarray, positions: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """Linear interpolation of `field` along `axis` at plane `positions` (block centres at
+    (i + 0.5) * factor - 0.5), clamped at the ends."""
+    size = field.shape[axis]
+    u = np.clip((positions + 0.5) / factor - 0.5, 0, size - 1)
+    below = np.floor(u).astype(np.int64)
+    above = np.minimum(below + 1, size - 1)
+    shape = [1, 1, 1]
+    shape[axis] = len(positions)
+    t = (u - below).reshape(shape).astype(np.float32)
+    return np.take(field, below, axis=axis) * (1 - t) + np.take(field, above, axis=axis) * t
+
+
+def overview(chunks: Iterable[np.ndarray], width: int, factor: int) -> np.ndarray:
+    """(ceil(H / factor), ceil(W / factor), C) block means of a plane given as (rows, W, C)
+    chunks of whole rows, top to bottom; partial blocks at the edges average what they hold."""
+    starts = np.arange(0, width, factor)
+    columns = np.diff(np.append(starts, width)).astype(np.float64)
+    sums: list[np.ndarray] = []
+    counts: list[int] = []
+    filled = 0
+    for chunk in chunks:
+        rows = np.add.reduceat(chunk, starts, axis=1) / columns[:, None]
+        for row in rows:
+            if filled % factor == 0:
+                sums.append(np.zeros(row.shape))
+                counts.append(0)
+            sums[-1] += row
+            counts[-1] += 1
+            filled += 1
+    return (np.stack(sums) / np.array(counts)[:, None, None]).astype(np.float32)
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    padded = F.pad(x, (radius,) * 4, mode="replicate")
+    return F.avg_pool2d(padded, 2 * radius + 1, stride=1)
+
+
+def fit_tone(
+    source: torch.Tensor, target: torch.Tensor, radius: int = RADIUS, eps: float = EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gain and offset, (B, C, H, W) each, of the local affine maps from `source` to `target`.
+
+    A guided filter per channel whose regulariser pulls the gain towards 1 (not 0, as in He et
+    al.): flat windows keep the source as it is, plus the change of their mean.
+    """
+    mean_s, mean_t = _box(source, radius), _box(target, radius)
+    covariance = _box(source * target, radius) - mean_s * mean_t
+    variance = _box(source * source, radius) - mean_s * mean_s
+    gain = (covariance + eps) / (variance + eps)
+    offset = mean_t - gain * mean_s
+    return _box(gain, radius), _box(offset, radius)
+
+
+def black_level_scale(norm: Normalization) -> float | None:
+    """The overview's unit: the plane's high percentile in source units; None where it is not
+    positive (no black level to keep)."""
+    high = norm.offset + norm.scale
+    return high if high > 0 else None
+
+
+NetworkPass = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""(1, 3, h, w) input → (restored, composition logits (1, T))."""
+
+
+def scene_tone(
+    network: NetworkPass, chunks: Iterable[np.ndarray], shape: tuple[int, int], norm: Normalization
+) -> SceneTone | None:
+    """The haze correction of one plane of `shape` given as normalised (rows, W, C) `chunks`
+    (C = 1 for grey, 3 for colour); None for planes no larger than the overview, or without a
+    black level to keep."""
+    height, width = shape
+    high = black_level_scale(norm)
+    if max(height, width) <= SIDE or high is None:
+        return None
+    factor = -(-max(height, width) // SIDE)
+    low = overview(chunks, width, factor)
+    low = np.repeat(low, 3 // low.shape[2], axis=2)
+    # network units → black level kept: x * scale / high + offset / high
+    unit, shift = norm.scale / high, norm.offset / high
+    source = torch.from_numpy(low * unit + shift).permute(2, 0, 1)[None]
+    restored, logits = network(source)
+    weight = torch.sigmoid(logits[0, HAZE].double())
+    gain, offset = fit_tone(source.double(), restored.double())
+    gain = 1 + weight * (gain - 1)
+    offset = weight * offset
+    # back to network units: y = gain * x + (offset + (gain - 1) * shift) / unit
+    offset = (offset + (gain - 1) * shift) / unit
+    return SceneTone(gain[0].float().numpy(), offset[0].float().numpy(), factor)
