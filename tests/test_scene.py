@@ -137,3 +137,40 @@ def test_the_overview_pass_runs_the_network_on_any_size(tiny_restorer) -> None:
     restored, logits = tiny_restorer._scene_pass(x)
     assert restored.shape == x.shape and restored.dtype == torch.float32
     assert logits.shape == (1, len(DEGRADATIONS))
+
+
+def test_analyze_mixes_the_overviews_haze_into_the_whole_images(
+    tiny_restorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = RNG.integers(0, 255, (3 * SIDE - 40, SIDE + 8, 3), dtype=np.uint8)
+    monkeypatch.setattr(tiny_restorer, "_overview_haze", lambda source, encode: None)
+    tiles = tiny_restorer.analyze(image, flips=False).probabilities["haze"]
+    monkeypatch.setattr(tiny_restorer, "_overview_haze", lambda source, encode: (4.0, 0.75))
+    mixed = tiny_restorer.analyze(image, flips=False).probabilities["haze"]
+    tile_logit = np.log(tiles / (1 - tiles))
+    assert mixed == pytest.approx(1 / (1 + np.exp(-(0.25 * tile_logit + 0.75 * 4.0))), rel=1e-5)
+
+
+def test_the_overviews_haze_is_the_mean_over_planes_weighted_by_the_shrink(tiny_restorer) -> None:
+    from allinone.infer.axes import PlaneLayout
+    from allinone.infer.normalize import fit_normalization
+    from allinone.infer.pipeline import PlaneSource
+    from allinone.infer.scene import plane_overview
+
+    stack = RNG.integers(0, 4000, (2, 2 * SIDE + 10, SIDE), dtype=np.uint16)
+    layout = PlaneLayout.of(stack.shape, "ZYX")
+    source = PlaneSource(layout, stack, fit_normalization(stack))
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return tiny_restorer.net.analyze(x)
+
+    def haze_of(z: int) -> float:
+        chunks = source.input_chunks((z,), None)
+        view = plane_overview(chunks, layout.plane_shape, source.norm)
+        return float(encode(tiny_restorer._padded(view.image)).mean(dim=(2, 3))[0, HAZE])
+
+    logit, weight = tiny_restorer._overview_haze(source, encode)
+    assert weight == pytest.approx(2 / 3)  # 266 rows shrunk 3 times
+    assert haze_of(0) != pytest.approx(haze_of(1))
+    assert logit == pytest.approx((haze_of(0) + haze_of(1)) / 2, rel=1e-5)

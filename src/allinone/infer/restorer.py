@@ -32,7 +32,7 @@ from allinone.infer.pipeline import (
     restored_rows,
     run_tiles,
 )
-from allinone.infer.scene import SceneTone, scene_tone
+from allinone.infer.scene import HAZE, SceneTone, plane_overview, scene_tone
 from allinone.infer.tiling import TileGrid, round_up
 from allinone.models import AllInOneNet, Preset, build_network
 from allinone.types import DEGRADATIONS
@@ -179,16 +179,33 @@ class Restorer:
 
         return forward
 
-    def _scene_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network on one (1, 3, h, w) overview, padded to its multiple: (restored, logits)
-        on the CPU."""
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """A (1, 3, h, w) CPU overview on the device, its edges repeated to the net's multiple."""
         h, w = x.shape[-2:]
         m = AllInOneNet.multiple
         padded = F.pad(x, (0, round_up(w, m) - w, 0, round_up(h, m) - h), mode="replicate")
-        padded = padded.to(self.device).contiguous(memory_format=torch.channels_last)
+        return padded.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    def _scene_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on one (1, 3, h, w) overview: (restored, logits) on the CPU."""
+        h, w = x.shape[-2:]
         with torch.inference_mode(), self._autocast():
-            output = self.net(padded)
+            output = self.net(self._padded(x))
         return output.restored[..., :h, :w].float().cpu(), output.logits.float().cpu()
+
+    def _overview_haze(self, source: PlaneSource, encode: Callable) -> tuple[float, float] | None:
+        """(the mean over planes of the haze logit `encode` gives each plane's overview, the
+        weight it deserves beside the tiles': 1 - 1 / shrink factor); None for planes no larger
+        than the overview (`allinone.infer.scene`)."""
+        values, factor = [], 1
+        for index in source.layout.indices():
+            chunks = source.input_chunks(index, source.fill_value(index))
+            view = plane_overview(chunks, source.layout.plane_shape, source.norm)
+            if view is None:
+                return None
+            factor = view.factor
+            values.append(float(encode(self._padded(view.image)).float().mean(dim=(2, 3))[0, HAZE]))
+        return (float(np.mean(values)), 1 - 1 / factor) if values else None
 
     def _scene_tone(self, source: PlaneSource, index: tuple[int, ...], fill) -> SceneTone | None:
         """Plane `index`'s scene-scale haze correction (`allinone.infer.scene`)."""
@@ -343,6 +360,9 @@ class Restorer:
         `flips` averages the logits over the tile and its three flips (`ensemble.FLIPS`): four
         passes of the encoder, and about 3 points more top-1 accuracy on single degradations
         (fewer blurred images taken for another type; see the README).
+        The whole array's haze logit mixes the tiles' with that of each plane's overview
+        (`allinone.infer.scene`), the more so the larger the plane: tile by tile, the haze of a
+        large image looks like blur. A plane shrunk k times weighs the overview 1 - 1/k.
         """
         check_dtype(array.dtype)
         check_scaling(scaling)
@@ -370,9 +390,10 @@ class Restorer:
                 plane = np.moveaxis(rows.blended[:count, : cells[1]], 2, 0)
                 logits[(slice(None), *rows.plane.index, span)] = plane
 
+        source = PlaneSource(layout, array, norm)
         yield from self._run(
             forward,
-            PlaneSource(layout, array, norm),
+            source,
             grid,
             channels=len(DEGRADATIONS),
             scale=scale,
@@ -381,6 +402,10 @@ class Restorer:
             message="analysing",
         )
         mean_logits = logits.reshape(len(DEGRADATIONS), -1).mean(axis=1)
+        scene = self._overview_haze(source, forward)
+        if scene is not None:
+            logit, weight = scene
+            mean_logits[HAZE] = (1 - weight) * mean_logits[HAZE] + weight * logit
         probabilities = 1.0 / (1.0 + np.exp(-mean_logits))
         composition = {name: float(p) for name, p in zip(DEGRADATIONS, probabilities, strict=True)}
         maps = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

@@ -123,16 +123,23 @@ def black_level_scale(norm: Normalization) -> float | None:
     return high if high > 0 else None
 
 
-NetworkPass = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""(1, 3, h, w) input → (restored, composition logits (1, T))."""
+@dataclass(frozen=True)
+class Overview:
+    """A plane shrunk to the overview, black level kept, and the way back to network units."""
+
+    image: torch.Tensor
+    """(1, 3, h, w) float32: network units * `unit` + `shift`."""
+    factor: int
+    unit: float
+    shift: float
 
 
-def scene_tone(
-    network: NetworkPass, chunks: Iterable[np.ndarray], shape: tuple[int, int], norm: Normalization
-) -> SceneTone | None:
-    """The haze correction of one plane of `shape` given as normalised (rows, W, C) `chunks`
-    (C = 1 for grey, 3 for colour); None for planes no larger than the overview, or without a
-    black level to keep."""
+def plane_overview(
+    chunks: Iterable[np.ndarray], shape: tuple[int, int], norm: Normalization
+) -> Overview | None:
+    """The overview of one plane of `shape` given as normalised (rows, W, C) `chunks` (C = 1
+    for grey, 3 for colour); None for planes no larger than the overview, or without a black
+    level to keep."""
     height, width = shape
     high = black_level_scale(norm)
     if max(height, width) <= SIDE or high is None:
@@ -140,14 +147,28 @@ def scene_tone(
     factor = -(-max(height, width) // SIDE)
     low = overview(chunks, width, factor)
     low = np.repeat(low, 3 // low.shape[2], axis=2)
-    # network units → black level kept: x * scale / high + offset / high
     unit, shift = norm.scale / high, norm.offset / high
-    source = torch.from_numpy(low * unit + shift).permute(2, 0, 1)[None]
-    restored, logits = network(source)
+    image = torch.from_numpy(low * unit + shift).permute(2, 0, 1)[None]
+    return Overview(image, factor, unit, shift)
+
+
+NetworkPass = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""(1, 3, h, w) input → (restored, composition logits (1, T))."""
+
+
+def scene_tone(
+    network: NetworkPass, chunks: Iterable[np.ndarray], shape: tuple[int, int], norm: Normalization
+) -> SceneTone | None:
+    """The haze correction of one plane (see `plane_overview` for the arguments); None where the
+    plane has no overview."""
+    view = plane_overview(chunks, shape, norm)
+    if view is None:
+        return None
+    restored, logits = network(view.image)
     weight = torch.sigmoid(logits[0, HAZE].double())
-    gain, offset = fit_tone(source.double(), restored.double())
+    gain, offset = fit_tone(view.image.double(), restored.double())
     gain = 1 + weight * (gain - 1)
     offset = weight * offset
-    # back to network units: y = gain * x + (offset + (gain - 1) * shift) / unit
-    offset = (offset + (gain - 1) * shift) / unit
-    return SceneTone(gain[0].float().numpy(), offset[0].float().numpy(), factor)
+    # back to network units (the overview holds x * unit + shift)
+    offset = (offset + (gain - 1) * view.shift) / view.unit
+    return SceneTone(gain[0].float().numpy(), offset[0].float().numpy(), view.factor)
