@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from allinone.infer.normalize import Normalization
-from allinone.infer.scene import HAZE, SIDE, SceneTone, fit_tone, overview, scene_tone
+from allinone.infer.scene import (
+    HAZE,
+    SIDE,
+    SceneTone,
+    fit_tone,
+    overview,
+    overview_units,
+    scene_tone,
+)
 from allinone.types import DEGRADATIONS
 
 RNG = np.random.default_rng(5)
@@ -77,24 +85,32 @@ def _haze_network(logit: float, airlight: float = 0.1):
     return network
 
 
-@pytest.mark.parametrize(("logit", "shift"), [(50.0, -0.11), (0.0, -0.055), (-50.0, 0.0)])
-def test_scene_tone_carries_the_overviews_change_weighted_by_its_haze(logit, shift) -> None:
+@pytest.mark.parametrize(("logit", "weight"), [(50.0, 1.0), (0.0, 0.5), (-50.0, 0.0)])
+@pytest.mark.parametrize(("dtype", "airlight"), [(np.uint8, 0.11), (np.uint16, 0.1)])
+def test_scene_tone_carries_the_overviews_change_weighted_by_its_haze(
+    logit, weight, dtype, airlight
+) -> None:
     plane = RNG.random((2 * SIDE + 7, SIDE + 1, 3)).astype(np.float32)
-    norm = Normalization(offset=10.0, scale=100.0, dtype=np.dtype(np.float32))
+    norm = Normalization(offset=10.0, scale=100.0, dtype=np.dtype(dtype))
     tone = scene_tone(_haze_network(logit), [plane], plane.shape[:2], norm)
     rows, cols = np.arange(plane.shape[0]), np.arange(plane.shape[1])
-    # 0.1 taken off at the overview's unit (the high percentile, 110) is 0.11 network units
-    np.testing.assert_allclose(tone.apply(plane, rows, cols), plane + shift, atol=1e-5)
+    # 8-bit: 0.1 taken off at the overview's unit (the high percentile, 110) is 0.11 network
+    # units; other dtypes are seen in network units
+    expected = plane - weight * airlight
+    np.testing.assert_allclose(tone.apply(plane, rows, cols), expected, atol=1e-5)
 
 
-def test_small_planes_and_planes_without_black_level_get_no_correction() -> None:
-    network = _haze_network(50.0)
+def test_only_8_bit_overviews_keep_the_black_level() -> None:
+    assert overview_units(Normalization(10.0, 100.0, np.dtype(np.uint8))) == (100 / 110, 10 / 110)
+    assert overview_units(Normalization(0.0, 255.0, np.dtype(np.uint8))) == (1.0, 0.0)
+    assert overview_units(Normalization(500.0, 1000.0, np.dtype(np.uint16))) == (1.0, 0.0)
+    assert overview_units(Normalization(-0.5, 1.0, np.dtype(np.float32))) == (1.0, 0.0)
+
+
+def test_planes_no_larger_than_the_overview_get_no_correction() -> None:
     small = RNG.random((SIDE, SIDE // 2, 3)).astype(np.float32)
     norm = Normalization(0.0, 1.0, np.dtype(np.float32))
-    assert scene_tone(network, [small], small.shape[:2], norm) is None
-    large = RNG.random((SIDE + 1, 8, 3)).astype(np.float32)
-    negative = Normalization(-5.0, 1.0, np.dtype(np.float32))
-    assert scene_tone(network, [large], large.shape[:2], negative) is None
+    assert scene_tone(_haze_network(50.0), [small], small.shape[:2], norm) is None
 
 
 @pytest.fixture

@@ -47,3 +47,13 @@ def test_a_noisy_colour_photo_is_improved(shipped: Restorer) -> None:
     restored = shipped.restore(noisy)
     before = peak_signal_noise_ratio(clean, noisy)
     assert peak_signal_noise_ratio(clean, restored) > before + 1.0
+
+
+def test_a_camera_offset_is_not_taken_for_haze(shipped: Restorer) -> None:
+    clean, noisy = dim_fluorescence(size=256)
+    offset = 500 + 4 * noisy.astype(np.uint16)  # a 16-bit camera with a dark level of 500
+    with_scene = shipped.restore(offset).astype(float)
+    without = shipped.restore(offset, scene_haze=False).astype(float)
+    change = np.abs(with_scene - without)
+    assert change.mean() < 0.5 and change.max() <= 0.05 * np.ptp(offset)
+    assert np.median(with_scene) == pytest.approx(np.median(offset), abs=8)

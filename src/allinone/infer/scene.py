@@ -12,9 +12,11 @@ affine map of its input, that map is carried to the full-size input, weighted by
 probability of haze. Gains drift to 1 where the overview is flat, so texture the overview cannot
 see is never amplified. The tiles then see a dehazed input and do the local work (noise, blur...).
 
-The overview keeps the black level: intensities are divided by the plane's high percentile but
-not shifted by its low one. A percentile stretch removes the veil haze lays over the image, and
-with it what the network needs to see the haze.
+An 8-bit overview keeps the black level: intensities are divided by the plane's high percentile
+but not shifted by its low one. A percentile stretch removes the veil haze lays over a photo, and
+with it what the network needs to see the haze. Other dtypes (microscopy, scientific cameras)
+are seen as the tiles see them, stretched: their zero is rarely black (a camera offset of 500
+counts would read as a thick veil, and removing it cost 26 dB on FMD fields given such an offset).
 """
 
 from __future__ import annotations
@@ -116,16 +118,18 @@ def fit_tone(
     return _box(gain, radius), _box(offset, radius)
 
 
-def black_level_scale(norm: Normalization) -> float | None:
-    """The overview's unit: the plane's high percentile in source units; None where it is not
-    positive (no black level to keep)."""
+def overview_units(norm: Normalization) -> tuple[float, float]:
+    """(unit, shift) such that the overview holds network units * unit + shift: for 8-bit data,
+    intensities over the high percentile (black level kept); else network units as they are."""
     high = norm.offset + norm.scale
-    return high if high > 0 else None
+    if np.dtype(norm.dtype) != np.uint8 or high <= 0:
+        return 1.0, 0.0
+    return norm.scale / high, norm.offset / high
 
 
 @dataclass(frozen=True)
 class Overview:
-    """A plane shrunk to the overview, black level kept, and the way back to network units."""
+    """A plane shrunk to the overview, and the way back to network units."""
 
     image: torch.Tensor
     """(1, 3, h, w) float32: network units * `unit` + `shift`."""
@@ -138,16 +142,14 @@ def plane_overview(
     chunks: Iterable[np.ndarray], shape: tuple[int, int], norm: Normalization
 ) -> Overview | None:
     """The overview of one plane of `shape` given as normalised (rows, W, C) `chunks` (C = 1
-    for grey, 3 for colour); None for planes no larger than the overview, or without a black
-    level to keep."""
+    for grey, 3 for colour); None for planes no larger than the overview."""
     height, width = shape
-    high = black_level_scale(norm)
-    if max(height, width) <= SIDE or high is None:
+    if max(height, width) <= SIDE:
         return None
     factor = -(-max(height, width) // SIDE)
     low = overview(chunks, width, factor)
     low = np.repeat(low, 3 // low.shape[2], axis=2)
-    unit, shift = norm.scale / high, norm.offset / high
+    unit, shift = overview_units(norm)
     image = torch.from_numpy(low * unit + shift).permute(2, 0, 1)[None]
     return Overview(image, factor, unit, shift)
 
