@@ -75,6 +75,22 @@ def identity_restorer():
     return make_restorer(identity_net(), "identity")
 
 
+@pytest.fixture
+def sure_of_haze(monkeypatch):
+    """Every Restorer's scene-scale overview pass takes 0.1 off and is sure of haze."""
+    import torch
+
+    from allinone.infer.restorer import Restorer
+    from allinone.types import DEGRADATIONS
+
+    def overview_pass(self, x):
+        logits = torch.zeros(1, len(DEGRADATIONS))
+        logits[0, DEGRADATIONS.index("haze")] = 50.0
+        return x - 0.1, logits
+
+    monkeypatch.setattr(Restorer, "_scene_pass", overview_pass)
+
+
 # --- napari -------------------------------------------------------------------------------------
 
 PLUGIN = "napari-allinone"

@@ -97,6 +97,7 @@ def test_restore_ensemble_option(tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(read_image(output).array, expected)
 
 
+@pytest.mark.usefixtures("sure_of_haze")
 def test_restore_no_scene_haze_option(tmp_path: Path, capsys) -> None:
     from allinone import Restorer
 

@@ -92,11 +92,12 @@ def test_the_best_quality_choice_reaches_the_engine(viewer, qtbot) -> None:
     np.testing.assert_array_equal(viewer.layers["photo [restored]"].data, expected)
 
 
+@pytest.mark.usefixtures("sure_of_haze")
 def test_the_scene_haze_choice_reaches_the_engine(viewer, qtbot) -> None:
     from allinone import Restorer
 
-    data = np.random.default_rng(4).integers(0, 255, (144, 160), dtype=np.uint8)
-    viewer.add_image(data, name="hazy")
+    data = np.random.default_rng(4).integers(0, 255, (144, 160, 3), dtype=np.uint8)
+    viewer.add_image(data, name="hazy", rgb=True)
     widget = _open(viewer, "Restore")
     assert widget.scene_haze.isChecked() and widget.settings.scene_haze
     widget.scene_haze.setChecked(False)

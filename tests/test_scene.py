@@ -85,9 +85,11 @@ def _haze_network(logit: float, airlight: float = 0.1):
     return network
 
 
-@pytest.mark.parametrize(("logit", "weight"), [(50.0, 1.0), (0.0, 0.5), (-50.0, 0.0)])
+@pytest.mark.parametrize(
+    ("logit", "weight"), [(50.0, 1.0), (float(np.log(3)), 0.5), (0.0, 0.0), (-50.0, 0.0)]
+)
 @pytest.mark.parametrize(("dtype", "airlight"), [(np.uint8, 0.11), (np.uint16, 0.1)])
-def test_scene_tone_carries_the_overviews_change_weighted_by_its_haze(
+def test_scene_tone_carries_the_overviews_change_weighted_by_2p_minus_1(
     logit, weight, dtype, airlight
 ) -> None:
     plane = RNG.random((2 * SIDE + 7, SIDE + 1, 3)).astype(np.float32)
@@ -139,13 +141,19 @@ def test_each_plane_of_a_stack_and_each_dask_block_gets_its_own_overview(
 ) -> None:
     import dask.array as da
 
-    stack = RNG.uniform(0.3, 0.9, (2, SIDE + 20, SIDE + 20)).astype(np.float32)
-    restored = dehazing_identity.restore(stack, axes="ZYX", scaling="range")
+    stack = RNG.uniform(0.3, 0.9, (2, SIDE + 20, SIDE + 20, 3)).astype(np.float32)
+    restored = dehazing_identity.restore(stack, axes="ZYXC", scaling="range")
     np.testing.assert_allclose(restored, stack - 0.1, atol=1e-5)
     lazy = dehazing_identity.restore_dask(
-        da.from_array(stack, chunks=(1, 64, 64)), axes="ZYX", scaling="range"
+        da.from_array(stack, chunks=(1, 64, 64, 3)), axes="ZYXC", scaling="range"
     )
     np.testing.assert_array_equal(lazy.compute(scheduler="synchronous"), restored)
+
+
+def test_grey_planes_are_never_dehazed_at_scene_scale(dehazing_identity) -> None:
+    stack = RNG.uniform(0.3, 0.9, (2, SIDE + 20, SIDE + 20)).astype(np.float32)
+    restored = dehazing_identity.restore(stack, axes="ZYX", scaling="range")
+    np.testing.assert_allclose(restored, stack, atol=1e-5)
 
 
 def test_the_overview_pass_runs_the_network_on_any_size(tiny_restorer) -> None:
@@ -173,8 +181,8 @@ def test_the_overviews_haze_is_the_mean_over_planes_weighted_by_the_shrink(tiny_
     from allinone.infer.pipeline import PlaneSource
     from allinone.infer.scene import plane_overview
 
-    stack = RNG.integers(0, 4000, (2, 2 * SIDE + 10, SIDE), dtype=np.uint16)
-    layout = PlaneLayout.of(stack.shape, "ZYX")
+    stack = RNG.integers(0, 4000, (2, 2 * SIDE + 10, SIDE, 3), dtype=np.uint16)
+    layout = PlaneLayout.of(stack.shape, "ZYXC")
     source = PlaneSource(layout, stack, fit_normalization(stack))
 
     def encode(x: torch.Tensor) -> torch.Tensor:

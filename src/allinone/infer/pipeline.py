@@ -95,11 +95,10 @@ class PlaneSource:
             yield self.norm.forward(self.rows(index, start, stop))
 
     def input_chunks(self, index: tuple[int, ...], fill) -> Iterator[np.ndarray]:
-        """Plane `index` normalised, non-finite values filled, alpha dropped, in (rows, W, C)
-        chunks of whole rows: C is 1 for grey planes (`network_input` repeats it), 3 for colour."""
+        """Plane `index` normalised, non-finite values filled, alpha dropped, in chunks of whole
+        rows: (rows, W) grey, (rows, W, 3) colour."""
         for start, stop in self._spans():
-            values = self._channels(self._filled(self.rows(index, start, stop), fill))
-            yield values if values.ndim == 3 else values[:, :, None]
+            yield self._channels(self._filled(self.rows(index, start, stop), fill))
 
     def scene_tone(self, index: tuple[int, ...], fill) -> SceneTone | None:
         """Plane `index`'s scene-scale correction; None without a `scene` hook."""

@@ -233,7 +233,9 @@ class Restorer:
 
         yield from self._run(
             self._forward_for(norm, ensemble),
-            PlaneSource(layout, array, norm, self._scene_tone if scene_haze else None),
+            PlaneSource(
+                layout, array, norm, self._scene_tone if scene_haze and layout.rgb else None
+            ),
             grid,
             channels=3,
             scale=1,
@@ -402,7 +404,7 @@ class Restorer:
             message="analysing",
         )
         mean_logits = logits.reshape(len(DEGRADATIONS), -1).mean(axis=1)
-        scene = self._overview_haze(source, forward)
+        scene = self._overview_haze(source, forward) if layout.rgb else None
         if scene is not None:
             logit, weight = scene
             mean_logits[HAZE] = (1 - weight) * mean_logits[HAZE] + weight * logit

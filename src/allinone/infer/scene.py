@@ -8,9 +8,13 @@ part of the scene and the same network sees and removes the haze.
 So each plane larger than the overview is first shrunk to it (block means, streamed row chunk by
 row chunk), the network restores the overview, and a guided-filter fit turns the change into a
 smooth per-pixel gain and offset (`fit_tone`): where the overview's restoration is locally an
-affine map of its input, that map is carried to the full-size input, weighted by the overview's
-probability of haze. Gains drift to 1 where the overview is flat, so texture the overview cannot
-see is never amplified. The tiles then see a dehazed input and do the local work (noise, blur...).
+affine map of its input, that map is carried to the full-size input, weighted by how sure the
+overview is of haze (`haze_weight`). Gains drift to 1 where the overview is flat, so texture the
+overview cannot see is never amplified. The tiles then see a dehazed input and do the local work
+(noise, blur...).
+
+Only colour planes get this (the Restorer's choice). On grey images a low-contrast texture and
+haze look alike: clean skimage `text` lost 8.3 dB and `gravel` 4.4 dB to a "dehazing" overview.
 
 An 8-bit overview keeps the black level: intensities are divided by the plane's high percentile
 but not shifted by its low one. A percentile stretch removes the veil haze lays over a photo, and
@@ -141,17 +145,23 @@ class Overview:
 def plane_overview(
     chunks: Iterable[np.ndarray], shape: tuple[int, int], norm: Normalization
 ) -> Overview | None:
-    """The overview of one plane of `shape` given as normalised (rows, W, C) `chunks` (C = 1
-    for grey, 3 for colour); None for planes no larger than the overview."""
+    """The overview of one colour plane of `shape` given as normalised (rows, W, 3) `chunks`;
+    None for planes no larger than the overview."""
     height, width = shape
     if max(height, width) <= SIDE:
         return None
     factor = -(-max(height, width) // SIDE)
     low = overview(chunks, width, factor)
-    low = np.repeat(low, 3 // low.shape[2], axis=2)
     unit, shift = overview_units(norm)
     image = torch.from_numpy(low * unit + shift).permute(2, 0, 1)[None]
     return Overview(image, factor, unit, shift)
+
+
+def haze_weight(logit: torch.Tensor) -> torch.Tensor:
+    """How much of the overview's change to apply: none unless haze is more likely than not,
+    then rising linearly to all of it (2 p - 1). Any weaker evidence let the overview's
+    restoration of low-contrast textures through (a clean skimage `brick`: -1.3 dB at p 0.17)."""
+    return (2 * torch.sigmoid(logit) - 1).clamp_min(0)
 
 
 NetworkPass = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -167,7 +177,7 @@ def scene_tone(
     if view is None:
         return None
     restored, logits = network(view.image)
-    weight = torch.sigmoid(logits[0, HAZE].double())
+    weight = haze_weight(logits[0, HAZE].double())
     gain, offset = fit_tone(view.image.double(), restored.double())
     gain = 1 + weight * (gain - 1)
     offset = weight * offset
