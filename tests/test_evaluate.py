@@ -108,6 +108,17 @@ def test_motion_blur_is_seeded_and_rl_recovers() -> None:
     assert evaluate.psnr(clean, restored) > evaluate.psnr(clean, blurred)
 
 
+def test_scene_haze_is_seeded_lifts_and_flattens() -> None:
+    clean = _photo((48, 64, 3))
+    hazy = evaluate.scene_haze(clean, seed=3)
+    np.testing.assert_array_equal(hazy, evaluate.scene_haze(clean, seed=3))
+    assert not np.array_equal(hazy, evaluate.scene_haze(clean, seed=4))
+    assert hazy.dtype == np.uint8 and hazy.shape == clean.shape
+    assert hazy.min() > clean.min() and hazy.std() < clean.std()
+    change = np.abs(hazy.astype(int) - clean)
+    assert change[:8].mean() > change[-8:].mean()  # far at the top
+
+
 def test_classical_baselines_keep_shape(no_bm3d: None) -> None:
     photo = _photo((*SHAPE, 3))
     assert evaluate.denoise_classical(photo, 25).shape == photo.shape
@@ -170,6 +181,7 @@ def test_eval_command_end_to_end(data_root: Path, tmp_path: Path, no_bm3d: None,
         "Denoising: CBSD68, σ = 25",
         "Deraining: Rain100H",
         "Dehazing: SOTS-indoor",
+        "Dehazing: CBSD68 under scene haze",
         "Upsampling: Set14, ×4",
         "Motion deblurring",
         "Low light",
@@ -181,7 +193,7 @@ def test_eval_command_end_to_end(data_root: Path, tmp_path: Path, no_bm3d: None,
     for method in ("noisy input", "NL-means", "dark channel prior", "Richardson-Lucy", "CLAHE"):
         assert method in text
     report = json.loads(numbers.read_text())
-    assert len(report["tasks"]) == 3 + 1 + 1 + 6 + 1 + 1 + 1
+    assert len(report["tasks"]) == 3 + 1 + 1 + 1 + 6 + 1 + 1 + 1
     assert all(row["images"] == 1 for task in report["tasks"] for row in task["rows"])
     composition = report["composition"]
     assert composition["single_count"] == 6 * len(evaluate.COMPOSITION_SEVERITIES)

@@ -8,6 +8,9 @@ images are 8-bit; PSNR and SSIM are computed on uint8 RGB (or grey) arrays with 
   baselines: the noisy input, CBM3D with the true sigma (NL-means when `bm3d` is missing).
 - derain: Rain100H (53 pairs here); baseline: the input.
 - dehaze: SOTS-indoor (25 pairs here); baselines: the input, the dark channel prior.
+- hazephotos: CBSD68 under atmospheric scattering with a depth map unlike the training one's
+  (`scene_haze`: a vertical ramp plus the inverted, blurred luminance; beta in [0.8, 2] and a grey
+  airlight in [0.8, 1], seeded by the image's index); baselines: the input, the dark channel prior.
 - sr: Set5, Set14, Urban100 crops, x2 and x4. HR is cropped to a multiple of the scale, LR made
   with Pillow's antialiased bicubic, and the model restores LR upsampled back with Pillow's
   bicubic (the bicubic baseline). Also Y-channel PSNR with a `scale`-pixel border shaved.
@@ -51,6 +54,7 @@ TASKS: tuple[str, ...] = (
     "denoise",
     "derain",
     "dehaze",
+    "hazephotos",
     "sr",
     "deblur",
     "lowlight",
@@ -66,6 +70,8 @@ BLUR_LENGTH = 15.0
 RL_ITERATIONS = 30
 LOW_LIGHT = {"gamma": 2.5, "scale": 0.375, "photons": 10**2.9, "read_sigma": 1.5 / 255}
 """`low_light` parameters: severity 0.5 of the training sampler."""
+HAZE_BETA = (0.8, 2.0)
+HAZE_AIRLIGHT = (0.8, 1.0)
 COMPOSITION_SEVERITIES: tuple[float, ...] = (0.25, 0.5, 0.75)
 MIXTURES_PER_IMAGE = 3
 COMPOSITION_CROP = 256
@@ -257,6 +263,21 @@ def motion_blur(image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(the image blurred by a seeded camera-shake kernel, that kernel)."""
     kernel = motion_kernel(BLUR_LENGTH, torch.Generator().manual_seed(seed))[0]
     return _from_tensor(apply_kernel(_to_tensor(image), kernel)), kernel.numpy()
+
+
+def scene_haze(image: np.ndarray, seed: int) -> np.ndarray:
+    """An 8-bit colour image under I = J t + A (1 - t), t = exp(-beta * depth), with a depth
+    map unlike the training one's: 0.6 x a vertical ramp (1 at the top, 0.2 at the bottom) plus
+    0.4 x the inverted luminance blurred by a 15-pixel Gaussian (bright things near); beta in
+    `HAZE_BETA` and the grey airlight A in `HAZE_AIRLIGHT`, drawn from `seed`."""
+    rng = np.random.default_rng(seed)
+    beta, airlight = rng.uniform(*HAZE_BETA), rng.uniform(*HAZE_AIRLIGHT)
+    clean = image.astype(np.float64) / 255
+    ramp = np.linspace(1.0, 0.2, clean.shape[0])[:, None]
+    luminance = clean @ np.array([0.2125, 0.7154, 0.0721])
+    depth = 0.6 * ramp + 0.4 * ndimage.gaussian_filter(1 - luminance, 15, mode="nearest")
+    transmission = np.exp(-beta * depth)[..., None]
+    return to_uint8(clean * transmission + airlight * (1 - transmission))
 
 
 def darken(image: np.ndarray, seed: int) -> np.ndarray:
@@ -513,6 +534,16 @@ def run_dehaze(ctx: Context) -> list[TaskResult]:
     return [result]
 
 
+def run_hazephotos(ctx: Context) -> list[TaskResult]:
+    """CBSD68 under `scene_haze`: haze from a model the training never used."""
+    samples = (
+        Sample(path.stem, clean, scene_haze(clean, index)) for index, path, clean in _cbsd68(ctx)
+    )
+    dcp = ("dark channel prior", "baseline", lambda s: dark_channel_prior(s.degraded))
+    title = "Dehazing: CBSD68 under scene haze (depth from position and luminance)"
+    return [ctx.measure("hazephotos", title, samples, ctx.methods("hazy input", dcp))]
+
+
 def run_sr(ctx: Context) -> list[TaskResult]:
     """x2 and x4 on Set5, Set14 and the Urban100 crops; the input is bicubic-upsampled LR."""
     results = []
@@ -584,6 +615,7 @@ IMAGE_PROTOCOLS: dict[str, Callable[[Context], list[TaskResult]]] = {
     "denoise": run_denoise,
     "derain": run_derain,
     "dehaze": run_dehaze,
+    "hazephotos": run_hazephotos,
     "sr": run_sr,
     "deblur": run_deblur,
     "lowlight": run_lowlight,
