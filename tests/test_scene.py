@@ -163,19 +163,25 @@ def test_the_overview_pass_runs_the_network_on_any_size(tiny_restorer) -> None:
     assert logits.shape == (1, len(DEGRADATIONS))
 
 
-def test_analyze_mixes_the_overviews_haze_into_the_whole_images(
+def test_analyze_mixes_the_overviews_haze_into_the_map_and_the_whole(
     tiny_restorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     image = RNG.integers(0, 255, (3 * SIDE - 40, SIDE + 8, 3), dtype=np.uint8)
     monkeypatch.setattr(tiny_restorer, "_overview_haze", lambda source, encode: None)
-    tiles = tiny_restorer.analyze(image, flips=False).probabilities["haze"]
-    monkeypatch.setattr(tiny_restorer, "_overview_haze", lambda source, encode: (4.0, 0.75))
-    mixed = tiny_restorer.analyze(image, flips=False).probabilities["haze"]
-    tile_logit = np.log(tiles / (1 - tiles))
-    assert mixed == pytest.approx(1 / (1 + np.exp(-(0.25 * tile_logit + 0.75 * 4.0))), rel=1e-5)
+    tiles = tiny_restorer.analyze(image, flips=False)
+    overview = (np.array(4.0, dtype=np.float32), 0.75)
+    monkeypatch.setattr(tiny_restorer, "_overview_haze", lambda source, encode: overview)
+    mixed = tiny_restorer.analyze(image, flips=False)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    expected_map = 0.25 * logit(tiles.maps[HAZE]) + 0.75 * 4.0
+    np.testing.assert_allclose(logit(mixed.maps[HAZE]), expected_map, rtol=1e-4, atol=1e-4)
+    expected = 1 / (1 + np.exp(-expected_map.mean()))
+    assert mixed.probabilities["haze"] == pytest.approx(expected, rel=1e-4)
+    others = [c for c in range(len(DEGRADATIONS)) if c != HAZE]
+    np.testing.assert_array_equal(mixed.maps[others], tiles.maps[others])
 
 
-def test_the_overviews_haze_is_the_mean_over_planes_weighted_by_the_shrink(tiny_restorer) -> None:
+def test_each_planes_overview_gives_its_haze_weighted_by_the_shrink(tiny_restorer) -> None:
     from allinone.infer.axes import PlaneLayout
     from allinone.infer.normalize import fit_normalization
     from allinone.infer.pipeline import PlaneSource
@@ -194,7 +200,7 @@ def test_the_overviews_haze_is_the_mean_over_planes_weighted_by_the_shrink(tiny_
         view = plane_overview(chunks, layout.plane_shape, source.norm)
         return float(encode(tiny_restorer._padded(view.image)).mean(dim=(2, 3))[0, HAZE])
 
-    logit, weight = tiny_restorer._overview_haze(source, encode)
+    logits, weight = tiny_restorer._overview_haze(source, encode)
     assert weight == pytest.approx(2 / 3)  # 266 rows shrunk 3 times
     assert haze_of(0) != pytest.approx(haze_of(1))
-    assert logit == pytest.approx((haze_of(0) + haze_of(1)) / 2, rel=1e-5)
+    np.testing.assert_allclose(logits, [haze_of(0), haze_of(1)], rtol=1e-5)

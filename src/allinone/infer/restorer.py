@@ -193,19 +193,23 @@ class Restorer:
             output = self.net(self._padded(x))
         return output.restored[..., :h, :w].float().cpu(), output.logits.float().cpu()
 
-    def _overview_haze(self, source: PlaneSource, encode: Callable) -> tuple[float, float] | None:
-        """(the mean over planes of the haze logit `encode` gives each plane's overview, the
-        weight it deserves beside the tiles': 1 - 1 / shrink factor); None for planes no larger
-        than the overview (`allinone.infer.scene`)."""
-        values, factor = [], 1
-        for index in source.layout.indices():
+    def _overview_haze(
+        self, source: PlaneSource, encode: Callable
+    ) -> tuple[np.ndarray, float] | None:
+        """(the haze logit `encode` gives each plane's overview, shaped like the planes; the
+        weight it deserves beside the tiles': 1 - 1 / shrink factor), or None for planes no
+        larger than the overview (`allinone.infer.scene`)."""
+        layout = source.layout
+        values = np.zeros(layout.lead_shape, dtype=np.float32)
+        factor = 1
+        for index in layout.indices():
             chunks = source.input_chunks(index, source.fill_value(index))
-            view = plane_overview(chunks, source.layout.plane_shape, source.norm)
+            view = plane_overview(chunks, layout.plane_shape, source.norm)
             if view is None:
                 return None
             factor = view.factor
-            values.append(float(encode(self._padded(view.image)).float().mean(dim=(2, 3))[0, HAZE]))
-        return (float(np.mean(values)), 1 - 1 / factor) if values else None
+            values[index] = encode(self._padded(view.image)).float().mean(dim=(2, 3))[0, HAZE]
+        return values, 1 - 1 / factor
 
     def _scene_tone(self, source: PlaneSource, index: tuple[int, ...], fill) -> SceneTone | None:
         """Plane `index`'s scene-scale haze correction (`allinone.infer.scene`)."""
@@ -362,9 +366,10 @@ class Restorer:
         `flips` averages the logits over the tile and its three flips (`ensemble.FLIPS`): four
         passes of the encoder, and about 3 points more top-1 accuracy on single degradations
         (fewer blurred images taken for another type; see the README).
-        The whole array's haze logit mixes the tiles' with that of each plane's overview
-        (`allinone.infer.scene`), the more so the larger the plane: tile by tile, the haze of a
-        large image looks like blur. A plane shrunk k times weighs the overview 1 - 1/k.
+        On colour planes the haze logits of the tiles (map and whole) are mixed with that of
+        the plane's overview (`allinone.infer.scene`), the more so the larger the plane: tile by
+        tile, the haze of a large image looks like blur. A plane shrunk k times weighs the
+        overview 1 - 1/k.
         """
         check_dtype(array.dtype)
         check_scaling(scaling)
@@ -403,11 +408,11 @@ class Restorer:
             cancel=cancel,
             message="analysing",
         )
-        mean_logits = logits.reshape(len(DEGRADATIONS), -1).mean(axis=1)
         scene = self._overview_haze(source, forward) if layout.rgb else None
         if scene is not None:
-            logit, weight = scene
-            mean_logits[HAZE] = (1 - weight) * mean_logits[HAZE] + weight * logit
+            overview_logits, weight = scene
+            logits[HAZE] = (1 - weight) * logits[HAZE] + weight * overview_logits[..., None, None]
+        mean_logits = logits.reshape(len(DEGRADATIONS), -1).mean(axis=1)
         probabilities = 1.0 / (1.0 + np.exp(-mean_logits))
         composition = {name: float(p) for name, p in zip(DEGRADATIONS, probabilities, strict=True)}
         maps = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
