@@ -72,43 +72,40 @@ def test_restore_grey_png_shows_progress_on_a_terminal(
     assert result.array.shape == (96, 128) and result.array.dtype == np.uint16
 
 
+def _restored_with(tmp_path: Path, capsys, shape, *options: str) -> tuple[np.ndarray, np.ndarray]:
+    """(a random uint8 image of `shape`, what `allinone restore ... OPTIONS` made of it)."""
+    source = _image(tmp_path / "in.png", shape, np.uint8)
+    output = tmp_path / "out.png"
+    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, *options)
+    assert code == 0, err
+    return read_image(source).array, read_image(output).array
+
+
 @pytest.mark.parametrize("scaling", ["auto", "percentile", "range"])
 def test_restore_scaling_option(tmp_path: Path, capsys, scaling: str) -> None:
     from allinone import Restorer
 
-    source = _image(tmp_path / "dim.png", (40, 40), np.uint8)
-    output = tmp_path / "out.png"
-    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--scaling", scaling)
-    assert code == 0, err
-    image = read_image(source).array
+    image, restored = _restored_with(tmp_path, capsys, (40, 40), "--scaling", scaling)
     expected = Restorer.from_pretrained("tiny", device="cpu").restore(image, scaling=scaling)
-    np.testing.assert_array_equal(read_image(output).array, expected)
+    np.testing.assert_array_equal(restored, expected)
 
 
 def test_restore_ensemble_option(tmp_path: Path, capsys) -> None:
     from allinone import Restorer
 
-    source = _image(tmp_path / "photo.png", (40, 48, 3), np.uint8)
-    output = tmp_path / "out.png"
-    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--ensemble")
-    assert code == 0, err
-    image = read_image(source).array
+    image, restored = _restored_with(tmp_path, capsys, (40, 48, 3), "--ensemble")
     expected = Restorer.from_pretrained("tiny", device="cpu").restore(image, ensemble=True)
-    np.testing.assert_array_equal(read_image(output).array, expected)
+    np.testing.assert_array_equal(restored, expected)
 
 
 @pytest.mark.usefixtures("sure_of_haze")
 def test_restore_no_scene_haze_option(tmp_path: Path, capsys) -> None:
     from allinone import Restorer
 
-    source = _image(tmp_path / "photo.png", (160, 144, 3), np.uint8)
-    output = tmp_path / "out.png"
-    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--no-scene-haze")
-    assert code == 0, err
-    image = read_image(source).array
+    image, restored = _restored_with(tmp_path, capsys, (160, 144, 3), "--no-scene-haze")
     restorer = Restorer.from_pretrained("tiny", device="cpu")
     expected = restorer.restore(image, scene_haze=False)
-    np.testing.assert_array_equal(read_image(output).array, expected)
+    np.testing.assert_array_equal(restored, expected)
     assert not np.array_equal(expected, restorer.restore(image))
 
 
