@@ -77,10 +77,10 @@ class RestoreWidget(JobWidget):
         self.tile.setToolTip("Tile size in pixels; auto picks one that fits the device memory.")
         self.overlap = QSpinBox(minimum=0, maximum=512, singleStep=8, value=32)
         self.ensemble = QCheckBox("8 views (flips, rotations): better, 8x slower")
-        self.scene_haze = QCheckBox("Judge haze on the whole view first", checked=True)
+        self.scene_haze = QCheckBox("Remove haze seen at scene scale first", checked=True)
         self.scene_haze.setToolTip(
-            "Haze is removed at the scale of a small overview of each plane before the tiles are "
-            "restored: seen tile by tile, the haze of a large image looks like a soft region."
+            "Colour images: haze is judged and removed on a small overview of each plane before "
+            "the tiles are restored; seen tile by tile, the haze of a large photo looks like blur."
         )
         self.run_button = QPushButton("Run")
         self.status = QLabel(wordWrap=True)
