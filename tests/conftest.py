@@ -75,20 +75,33 @@ def identity_restorer():
     return make_restorer(identity_net(), "identity")
 
 
+def _haze_pass(logit: float, airlight: float = 0.1):
+    """A stand-in scene-scale overview pass: takes `airlight` off and gives haze `logit`."""
+    import torch
+
+    from allinone.types import DEGRADATIONS
+
+    def overview_pass(x):
+        logits = torch.full((1, len(DEGRADATIONS)), -50.0)
+        logits[0, DEGRADATIONS.index("haze")] = logit
+        return x - airlight, logits
+
+    return overview_pass
+
+
+@pytest.fixture
+def haze_pass():
+    """`haze_pass(logit, airlight=0.1)`: a stand-in overview pass (see `_haze_pass`)."""
+    return _haze_pass
+
+
 @pytest.fixture
 def sure_of_haze(monkeypatch):
     """Every Restorer's scene-scale overview pass takes 0.1 off and is sure of haze."""
-    import torch
-
     from allinone.infer.restorer import Restorer
-    from allinone.types import DEGRADATIONS
 
-    def overview_pass(self, x):
-        logits = torch.zeros(1, len(DEGRADATIONS))
-        logits[0, DEGRADATIONS.index("haze")] = 50.0
-        return x - 0.1, logits
-
-    monkeypatch.setattr(Restorer, "_scene_pass", overview_pass)
+    overview_pass = _haze_pass(50.0)
+    monkeypatch.setattr(Restorer, "_scene_pass", lambda self, x: overview_pass(x))
 
 
 # --- napari -------------------------------------------------------------------------------------

@@ -74,27 +74,16 @@ def test_scene_tone_interpolates_its_fields_between_block_centres() -> None:
     np.testing.assert_allclose(middle[0, 0], gain[:, 0, :].mean(axis=1), rtol=1e-6)
 
 
-def _haze_network(logit: float, airlight: float = 0.1):
-    """A stand-in network that takes `airlight` off its input and gives haze `logit`."""
-
-    def network(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = torch.full((1, len(DEGRADATIONS)), -50.0)
-        logits[0, HAZE] = logit
-        return x - airlight, logits
-
-    return network
-
-
 @pytest.mark.parametrize(
     ("logit", "weight"), [(50.0, 1.0), (float(np.log(3)), 0.5), (0.0, 0.0), (-50.0, 0.0)]
 )
 @pytest.mark.parametrize(("dtype", "airlight"), [(np.uint8, 0.11), (np.uint16, 0.1)])
 def test_scene_tone_carries_the_overviews_change_weighted_by_2p_minus_1(
-    logit, weight, dtype, airlight
+    haze_pass, logit, weight, dtype, airlight
 ) -> None:
     plane = RNG.random((2 * SIDE + 7, SIDE + 1, 3)).astype(np.float32)
     norm = Normalization(offset=10.0, scale=100.0, dtype=np.dtype(dtype))
-    tone = scene_tone(_haze_network(logit), [plane], plane.shape[:2], norm)
+    tone = scene_tone(haze_pass(logit), [plane], plane.shape[:2], norm)
     rows, cols = np.arange(plane.shape[0]), np.arange(plane.shape[1])
     # 8-bit: 0.1 taken off at the overview's unit (the high percentile, 110) is 0.11 network
     # units; other dtypes are seen in network units
@@ -109,16 +98,16 @@ def test_only_8_bit_overviews_keep_the_black_level() -> None:
     assert overview_units(Normalization(-0.5, 1.0, np.dtype(np.float32))) == (1.0, 0.0)
 
 
-def test_planes_no_larger_than_the_overview_get_no_correction() -> None:
+def test_planes_no_larger_than_the_overview_get_no_correction(haze_pass) -> None:
     small = RNG.random((SIDE, SIDE // 2, 3)).astype(np.float32)
     norm = Normalization(0.0, 1.0, np.dtype(np.float32))
-    assert scene_tone(_haze_network(50.0), [small], small.shape[:2], norm) is None
+    assert scene_tone(haze_pass(50.0), [small], small.shape[:2], norm) is None
 
 
 @pytest.fixture
-def dehazing_identity(identity_restorer, monkeypatch: pytest.MonkeyPatch):
+def dehazing_identity(identity_restorer, haze_pass, monkeypatch: pytest.MonkeyPatch):
     """The identity Restorer whose overview pass takes 0.1 off and is sure of haze."""
-    monkeypatch.setattr(identity_restorer, "_scene_pass", _haze_network(50.0))
+    monkeypatch.setattr(identity_restorer, "_scene_pass", haze_pass(50.0))
     return identity_restorer
 
 
