@@ -36,27 +36,46 @@ def _stand_in(x: torch.Tensor) -> torch.Tensor:
     return x * 0.5 - 0.25
 
 
-def _peak_bytes(restorer: Restorer, path, height: int, width: int) -> int:
-    source = np.lib.format.open_memmap(path / f"in{height}.npy", "w+", np.uint8, (1, height, width))
+def _peak_bytes(restorer: Restorer, path, height: int, width: int, channels: int = 1):
+    """(peak traced host memory, the restored value) of restoring a constant uint8
+    (1, height, width[, 3]) memmap into another."""
+    shape = (1, height, width) + ((channels,) if channels > 1 else ())
+    source = np.lib.format.open_memmap(path / f"in{height}.npy", "w+", np.uint8, shape)
     source[:] = 100
     out = np.lib.format.open_memmap(path / f"out{height}.npy", "w+", np.uint8, source.shape)
+    axes = "ZYXC" if channels > 1 else "ZYX"
     tracemalloc.start()
     try:
-        result = restorer.restore(source, axes="ZYX", tile=256, out=out)
+        result = restorer.restore(source, axes=axes, tile=256, out=out)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert result is out
-    assert np.all(out[0, ::97, ::89] == np.uint8(_STAND_IN_OF_100))
-    return peak
+    values = np.unique(out[0, ::97, ::89])
+    assert len(values) == 1
+    return peak, int(values[0])
 
 
 def test_memory_depends_on_the_tile_not_the_image(tmp_path, monkeypatch):
     restorer = Restorer.from_pretrained("tiny", device="cpu")
     monkeypatch.setattr(restorer, "_restore_forward", _stand_in)
-    short = _peak_bytes(restorer, tmp_path, 2048, 1024)
-    tall = _peak_bytes(restorer, tmp_path, 16384, 1024)
+    short, _ = _peak_bytes(restorer, tmp_path, 2048, 1024)
+    tall, value = _peak_bytes(restorer, tmp_path, 16384, 1024)
+    assert value == _STAND_IN_OF_100
     plane_float32 = 16384 * 1024 * 4
+    assert tall < plane_float32 / 4
+    assert tall < 1.5 * short
+
+
+def test_colour_memory_with_the_scene_pass_depends_on_the_tile(tmp_path, monkeypatch, haze_pass):
+    """The scene-scale overview of a colour plane is built from row chunks too."""
+    restorer = Restorer.from_pretrained("tiny", device="cpu")
+    monkeypatch.setattr(restorer, "_restore_forward", _stand_in)
+    monkeypatch.setattr(restorer, "_scene_pass", haze_pass(50.0))
+    short, dehazed = _peak_bytes(restorer, tmp_path, 2048, 1024, channels=3)
+    tall, value = _peak_bytes(restorer, tmp_path, 16384, 1024, channels=3)
+    assert value == dehazed < _STAND_IN_OF_100
+    plane_float32 = 16384 * 1024 * 3 * 4
     assert tall < plane_float32 / 4
     assert tall < 1.5 * short
 
