@@ -13,8 +13,10 @@ from allinone.infer.exposure import (
     gaussian_blur,
     keep_tone_weight,
     never_brighter,
+    tile_tone_changing,
 )
 from allinone.infer.restorer import Restorer
+from allinone.infer.scene import SIDE
 from allinone.models.network import NetOutput
 from allinone.types import DEGRADATIONS
 
@@ -58,7 +60,9 @@ def test_darkening_is_left_alone() -> None:
 
 def test_percentile_scaling_keeps_the_exposure_and_range_scaling_does_not(monkeypatch) -> None:
     restorer = Restorer.from_pretrained("tiny", device="cpu")
-    monkeypatch.setattr(restorer, "_restore_forward", lambda x: x + 0.2)  # a brightening model
+    monkeypatch.setattr(
+        restorer, "_restore_forward", lambda x, changing=(): x + 0.2
+    )  # a brightening model
     dim = np.random.default_rng(0).poisson(8.0, (64, 64)).astype(np.uint8)
     kept = restorer.restore(dim, scaling="percentile").astype(float)
     corrected = restorer.restore(dim, scaling="range").astype(float)
@@ -86,18 +90,54 @@ def test_following_the_local_mean_moves_the_tone_and_keeps_detail() -> None:
     torch.testing.assert_close(untouched, restored)
 
 
+def _darkening(*seen: str):
+    """A network forward that darkens by 0.2 and reads noise and `seen` in every tile."""
+
+    def forward(x: torch.Tensor) -> NetOutput:
+        logits = _logits("noise", *seen, batch=x.shape[0])[:, :, None, None].expand(-1, -1, 2, 2)
+        return NetOutput(x - 0.2, logits, [])
+
+    return forward
+
+
 @pytest.mark.parametrize(("seen", "shifted"), [((), False), (("haze",), True)])
 def test_the_restorer_keeps_the_tone_of_what_it_reads_as_tone_preserving(
     monkeypatch, seen: tuple[str, ...], shifted: bool
 ) -> None:
     restorer = Restorer.from_pretrained("tiny", device="cpu")
-
-    def darkening(x: torch.Tensor) -> NetOutput:
-        logits = _logits("noise", *seen, batch=x.shape[0])[:, :, None, None].expand(-1, -1, 2, 2)
-        return NetOutput(x - 0.2, logits, [])
-
-    monkeypatch.setattr(restorer.net, "forward", darkening)
+    monkeypatch.setattr(restorer.net, "forward", _darkening(*seen))
     image = np.random.default_rng(0).integers(60, 200, (64, 64)).astype(np.uint8)
     restored = restorer.restore(image, scaling="range").astype(float)
+    change = image.mean() - restored.mean()
+    assert change > 40 if shifted else abs(change) < 1
+
+
+def test_where_haze_is_judged_at_scene_scale_a_tiles_haze_frees_nothing() -> None:
+    assert tile_tone_changing(scene_haze=False) == TONE_CHANGING
+    assert tile_tone_changing(scene_haze=True) == ("rain", "low_light")
+    for name in ("rain", "low_light"):
+        assert keep_tone_weight(_logits(name), tile_tone_changing(True)).item() < 1e-3
+    assert keep_tone_weight(_logits("haze"), tile_tone_changing(True)).item() > 0.999
+
+
+@pytest.mark.parametrize(
+    ("shape", "scene_haze", "shifted"),
+    [
+        ((SIDE + 40, SIDE + 40, 3), True, False),
+        ((SIDE + 40, SIDE + 40, 3), False, True),
+        ((SIDE, SIDE, 3), True, True),
+        ((SIDE + 40, SIDE + 40), True, True),
+    ],
+    ids=["colour-with-overview", "scene-haze-off", "colour-without-overview", "grey"],
+)
+def test_a_tiles_haze_frees_its_tone_only_where_no_overview_judges_haze(
+    monkeypatch, haze_pass, shape: tuple[int, ...], scene_haze: bool, shifted: bool
+) -> None:
+    """Tiles read haze; the overview (where a colour plane has one) is sure there is none."""
+    restorer = Restorer.from_pretrained("tiny", device="cpu")
+    monkeypatch.setattr(restorer.net, "forward", _darkening("haze"))
+    monkeypatch.setattr(restorer, "_scene_pass", haze_pass(-50.0))
+    image = np.random.default_rng(0).integers(60, 200, shape).astype(np.uint8)
+    restored = restorer.restore(image, scaling="range", scene_haze=scene_haze).astype(float)
     change = image.mean() - restored.mean()
     assert change > 40 if shifted else abs(change) < 1

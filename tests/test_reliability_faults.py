@@ -65,8 +65,8 @@ MOMENTS = ("load", "step", "finish")
 """Where a fake job waits: loading the model, between two steps, in its last step."""
 
 
-def _cpu_only(x: torch.Tensor) -> torch.Tensor:
-    """A stand-in network that runs out of memory anywhere but on the CPU."""
+def _cpu_only(x: torch.Tensor, changing=()) -> torch.Tensor:
+    """A stand-in tile pass that runs out of memory anywhere but on the CPU."""
     if x.device.type != "cpu":
         raise torch.cuda.OutOfMemoryError("simulated")
     return x * 0.5 - 0.25

@@ -123,10 +123,10 @@ class Recorder:
         self.shapes: set[tuple[int, int]] = set()
         restorer._restore_forward = self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, **options) -> torch.Tensor:
         self.pixels += x.shape[0] * x.shape[2] * x.shape[3]
         self.shapes.add((int(x.shape[2]), int(x.shape[3])))
-        return self.forward(x)
+        return self.forward(x, **options)
 
     def reset(self) -> None:
         self.pixels = 0

@@ -4,7 +4,9 @@ Tone: noise, blur and downsampling leave an image's local mean (a Gaussian of `S
 it was; only haze, rain and low light change it. So `follow_local_mean` moves each restored
 tile's local mean to its input's, weighted by the composition head's probability that the tile
 holds none of those three (`keep_tone_weight`). A small blind model otherwise shifts the tone of
-images it misreads: it "dehazed" blurred and upsampled photos, costing 1-3 dB.
+images it misreads: it "dehazed" blurred and upsampled photos, costing 1-3 dB. Where haze is
+judged at scene scale (`allinone.infer.scene`), a tile's own haze reading frees nothing
+(`tile_tone_changing`).
 
 Exposure: a restored image may not be brighter, locally, than its input.
 
@@ -30,6 +32,14 @@ TONE_CHANGING: tuple[str, ...] = ("haze", "rain", "low_light")
 """The degradations whose removal changes an image's local mean."""
 
 
+def tile_tone_changing(scene_haze: bool) -> tuple[str, ...]:
+    """The `TONE_CHANGING` types whose presence in a tile frees its tone: all of them, or all but
+    haze where the scene-scale pass judges haze. A tile of a large photo reads bright, soft regions
+    as haze: a motion-blurred CBSD68 photo of sea spray lost 6.7 dB to a tile-level "dehazing"
+    that the scene pass, sure there was no haze, would not have done."""
+    return tuple(name for name in TONE_CHANGING if name != "haze" or not scene_haze)
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
     """Separable Gaussian blur of (B, C, H, W), the border pixels repeated outwards."""
     radius = int(3 * sigma)
@@ -50,10 +60,12 @@ def never_brighter(restored: torch.Tensor, degraded: torch.Tensor) -> torch.Tens
     return restored - excess
 
 
-def keep_tone_weight(logits: torch.Tensor) -> torch.Tensor:
-    """(B, 1, 1, 1): the probability that none of `TONE_CHANGING` is present in each tile, from
-    the composition head's (B, T) tile-level logits."""
-    columns = [DEGRADATIONS.index(name) for name in TONE_CHANGING]
+def keep_tone_weight(
+    logits: torch.Tensor, changing: tuple[str, ...] = TONE_CHANGING
+) -> torch.Tensor:
+    """(B, 1, 1, 1): the probability that none of `changing` is present in each tile, from the
+    composition head's (B, T) tile-level logits."""
+    columns = [DEGRADATIONS.index(name) for name in changing]
     absent = (1 - torch.sigmoid(logits[:, columns].float())).prod(dim=1)
     return absent.view(-1, 1, 1, 1)
 
@@ -66,7 +78,12 @@ def follow_local_mean(
     return restored + weight * (gaussian_blur(degraded) - gaussian_blur(restored))
 
 
-def tone_kept(restored: torch.Tensor, logits: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
-    """`restored` following `degraded`'s local mean unless the (B, T) composition `logits` see a
-    tone-changing degradation: what the Restorer makes of one network pass."""
-    return follow_local_mean(restored, degraded, keep_tone_weight(logits))
+def tone_kept(
+    restored: torch.Tensor,
+    logits: torch.Tensor,
+    degraded: torch.Tensor,
+    changing: tuple[str, ...] = TONE_CHANGING,
+) -> torch.Tensor:
+    """`restored` following `degraded`'s local mean unless the (B, T) composition `logits` see one
+    of the `changing` degradations: what the Restorer makes of one network pass."""
+    return follow_local_mean(restored, degraded, keep_tone_weight(logits, changing))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,12 @@ from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.ensemble import FLIPS, self_ensemble
-from allinone.infer.exposure import never_brighter, tone_kept
+from allinone.infer.exposure import (
+    TONE_CHANGING,
+    never_brighter,
+    tile_tone_changing,
+    tone_kept,
+)
 from allinone.infer.normalize import (
     Normalization,
     check_dtype,
@@ -32,7 +38,7 @@ from allinone.infer.pipeline import (
     restored_rows,
     run_tiles,
 )
-from allinone.infer.scene import HAZE, SceneTone, plane_overview, scene_tone
+from allinone.infer.scene import HAZE, SceneTone, has_overview, plane_overview, scene_tone
 from allinone.infer.tiling import TileGrid, round_up
 from allinone.models import AllInOneNet, Preset, build_network
 from allinone.types import DEGRADATIONS
@@ -159,22 +165,26 @@ class Restorer:
                 **options,
             )
 
-    def _restore_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _restore_forward(
+        self, x: torch.Tensor, changing: tuple[str, ...] = TONE_CHANGING
+    ) -> torch.Tensor:
         """The network's restoration of a batch of tiles, keeping their input's local mean where
-        it sees no haze, rain or low light (`allinone.infer.exposure`)."""
+        it sees none of the `changing` degradations (`allinone.infer.exposure`)."""
         with torch.inference_mode():
             with self._autocast():
                 output = self.net(x)
-            return tone_kept(output.restored, output.logits, x)
+            return tone_kept(output.restored, output.logits, x, changing)
 
-    def _forward_for(self, norm: Normalization, ensemble: bool) -> Callable:
+    def _forward_for(self, norm: Normalization, ensemble: bool, scene_haze: bool) -> Callable:
         """The tile function of a restore: one pass or the 8-view ensemble, never brighter than
-        its input when `norm` keeps the exposure."""
+        its input when `norm` keeps the exposure; with `scene_haze`, a tile's haze reading does
+        not free its tone."""
+        tile_pass = functools.partial(
+            self._restore_forward, changing=tile_tone_changing(scene_haze)
+        )
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            restored = (
-                self_ensemble(self._restore_forward, x) if ensemble else self._restore_forward(x)
-            )
+            restored = self_ensemble(tile_pass, x) if ensemble else tile_pass(x)
             return never_brighter(restored, x) if norm.keep_exposure else restored
 
         return forward
@@ -228,6 +238,7 @@ class Restorer:
         scene_haze: bool = True,
     ) -> Generator[Progress, None, np.ndarray]:
         height, width = layout.plane_shape
+        scene_haze = scene_haze and layout.rgb and has_overview(layout.plane_shape)
 
         def on_rows(rows: Rows) -> None:
             if rows.start < height:
@@ -236,10 +247,8 @@ class Restorer:
                 layout.put(out, rows.plane.index, restored, rows=span)
 
         yield from self._run(
-            self._forward_for(norm, ensemble),
-            PlaneSource(
-                layout, array, norm, self._scene_tone if scene_haze and layout.rgb else None
-            ),
+            self._forward_for(norm, ensemble, scene_haze),
+            PlaneSource(layout, array, norm, self._scene_tone if scene_haze else None),
             grid,
             channels=3,
             scale=1,

@@ -142,14 +142,19 @@ class Overview:
     shift: float
 
 
+def has_overview(shape: tuple[int, int]) -> bool:
+    """Whether a plane of `shape` is larger than the overview, so gets one."""
+    return max(shape) > SIDE
+
+
 def plane_overview(
     chunks: Iterable[np.ndarray], shape: tuple[int, int], norm: Normalization
 ) -> Overview | None:
     """The overview of one colour plane of `shape` given as normalised (rows, W, 3) `chunks`;
     None for planes no larger than the overview."""
-    height, width = shape
-    if max(height, width) <= SIDE:
+    if not has_overview(shape):
         return None
+    height, width = shape
     factor = -(-max(height, width) // SIDE)
     low = overview(chunks, width, factor)
     unit, shift = overview_units(norm)
