@@ -75,10 +75,11 @@ def test_scene_tone_interpolates_its_fields_between_block_centres() -> None:
 
 
 @pytest.mark.parametrize(
-    ("logit", "weight"), [(50.0, 1.0), (float(np.log(3)), 0.5), (0.0, 0.0), (-50.0, 0.0)]
+    ("logit", "weight"),
+    [(50.0, 1.0), (float(np.log(3)), 1.0), (float(np.log(5 / 3)), 0.5), (0.0, 0.0), (-50.0, 0.0)],
 )
 @pytest.mark.parametrize(("dtype", "airlight"), [(np.uint8, 0.11), (np.uint16, 0.1)])
-def test_scene_tone_carries_the_overviews_change_weighted_by_2p_minus_1(
+def test_scene_tone_carries_the_overviews_change_from_p_half_to_all_at_three_quarters(
     haze_pass, logit, weight, dtype, airlight
 ) -> None:
     plane = RNG.random((2 * SIDE + 7, SIDE + 1, 3)).astype(np.float32)
