@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
-from skimage import exposure, restoration
+from skimage import color, exposure, restoration
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from allinone.degradations import apply, apply_kernel, low_light, motion_kernel, synthesize
@@ -274,7 +274,7 @@ def scene_haze(image: np.ndarray, seed: int) -> np.ndarray:
     beta, airlight = rng.uniform(*HAZE_BETA), rng.uniform(*HAZE_AIRLIGHT)
     clean = image.astype(np.float64) / 255
     ramp = np.linspace(1.0, 0.2, clean.shape[0])[:, None]
-    luminance = clean @ np.array([0.2125, 0.7154, 0.0721])
+    luminance = color.rgb2gray(clean)
     depth = 0.6 * ramp + 0.4 * ndimage.gaussian_filter(1 - luminance, 15, mode="nearest")
     transmission = np.exp(-beta * depth)[..., None]
     return to_uint8(clean * transmission + airlight * (1 - transmission))
