@@ -157,7 +157,8 @@ def test_analyze_mixes_the_overviews_haze_into_the_map_and_the_whole(
     tiny_restorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     image = RNG.integers(0, 255, (3 * SIDE - 40, SIDE + 8, 3), dtype=np.uint8)
-    monkeypatch.setattr(tiny_restorer, "_overview_haze", lambda source, encode: None)
+    unweighted = (np.array(4.0, dtype=np.float32), 0.0)  # the tiles' logits alone
+    monkeypatch.setattr(tiny_restorer, "_overview_haze", lambda source, encode: unweighted)
     tiles = tiny_restorer.analyze(image, flips=False)
     overview = (np.array(4.0, dtype=np.float32), 0.75)
     monkeypatch.setattr(tiny_restorer, "_overview_haze", lambda source, encode: overview)

@@ -203,20 +203,16 @@ class Restorer:
             output = self.net(self._padded(x))
         return output.restored[..., :h, :w].float().cpu(), output.logits.float().cpu()
 
-    def _overview_haze(
-        self, source: PlaneSource, encode: Callable
-    ) -> tuple[np.ndarray, float] | None:
+    def _overview_haze(self, source: PlaneSource, encode: Callable) -> tuple[np.ndarray, float]:
         """(the haze logit `encode` gives each plane's overview, shaped like the planes; the
-        weight it deserves beside the tiles': 1 - 1 / shrink factor), or None for planes no
-        larger than the overview (`allinone.infer.scene`)."""
+        weight it deserves beside the tiles': 1 - 1 / shrink factor), for planes with an overview
+        (`_scene_judged`)."""
         layout = source.layout
         values = np.zeros(layout.lead_shape, dtype=np.float32)
         factor = 1
         for index in layout.indices():
             chunks = source.input_chunks(index, source.fill_value(index))
             view = plane_overview(chunks, layout.plane_shape, source.norm)
-            if view is None:
-                return None
             factor = view.factor
             values[index] = encode(self._padded(view.image)).float().mean(dim=(2, 3))[0, HAZE]
         return values, 1 - 1 / factor
@@ -238,7 +234,7 @@ class Restorer:
         scene_haze: bool = True,
     ) -> Generator[Progress, None, np.ndarray]:
         height, width = layout.plane_shape
-        scene_haze = scene_haze and layout.rgb and has_overview(layout.plane_shape)
+        scene_haze = scene_haze and _scene_judged(layout)
 
         def on_rows(rows: Rows) -> None:
             if rows.start < height:
@@ -417,9 +413,8 @@ class Restorer:
             cancel=cancel,
             message="analysing",
         )
-        scene = self._overview_haze(source, forward) if layout.rgb else None
-        if scene is not None:
-            overview_logits, weight = scene
+        if _scene_judged(layout):
+            overview_logits, weight = self._overview_haze(source, forward)
             logits[HAZE] = (1 - weight) * logits[HAZE] + weight * overview_logits[..., None, None]
         mean_logits = logits.reshape(len(DEGRADATIONS), -1).mean(axis=1)
         probabilities = 1.0 / (1.0 + np.exp(-mean_logits))
@@ -502,6 +497,12 @@ class Restorer:
         """
         job = self.finetune_steps(pairs, cancel=cancel, **options)
         return _drive(job, progress, cancel)
+
+
+def _scene_judged(layout: PlaneLayout) -> bool:
+    """Whether haze in `layout`'s planes is judged on an overview (`allinone.infer.scene`):
+    colour planes larger than it."""
+    return layout.rgb and has_overview(layout.plane_shape)
 
 
 def _output_for(array, out):
