@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -231,6 +232,24 @@ def test_analyze_probabilities_and_maps(tiny_restorer, shape, axes, lead, height
     mean_logit = np.log(maps / (1 - maps)).mean(axis=1)
     expected = 1 / (1 + np.exp(-mean_logit))
     np.testing.assert_allclose(list(composition.probabilities.values()), expected, atol=1e-4)
+
+
+def test_analyze_takes_confident_logits_without_overflow(tiny_restorer, monkeypatch) -> None:
+    """Logits far from zero (a very sure head) give probabilities of 0 and 1, not warnings."""
+
+    def sure(x: torch.Tensor) -> torch.Tensor:
+        cells = (-(-x.shape[-2] // 8), -(-x.shape[-1] // 8))
+        logits = torch.full((x.shape[0], len(DEGRADATIONS), *cells), -200.0)
+        logits[:, 0] = 200.0
+        return logits
+
+    monkeypatch.setattr(tiny_restorer.net, "analyze", sure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        composition = tiny_restorer.analyze(random_image((40, 40), np.uint8), flips=False)
+    assert composition.probabilities[DEGRADATIONS[0]] == 1.0
+    assert all(composition.probabilities[name] == 0.0 for name in DEGRADATIONS[1:])
+    assert set(np.unique(composition.maps)) == {0.0, 1.0}
 
 
 def test_analyze_tiled_matches_whole(tiny_restorer) -> None:

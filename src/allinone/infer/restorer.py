@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import expit
 
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
@@ -417,9 +418,9 @@ class Restorer:
             overview_logits, weight = self._overview_haze(source, forward)
             logits[HAZE] = (1 - weight) * logits[HAZE] + weight * overview_logits[..., None, None]
         mean_logits = logits.reshape(len(DEGRADATIONS), -1).mean(axis=1)
-        probabilities = 1.0 / (1.0 + np.exp(-mean_logits))
+        probabilities = expit(mean_logits)
         composition = {name: float(p) for name, p in zip(DEGRADATIONS, probabilities, strict=True)}
-        maps = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        maps = expit(logits).astype(np.float32)
         return Composition(composition, maps, (float(scale), float(scale)))
 
     def analyze(
