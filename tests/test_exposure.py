@@ -60,7 +60,7 @@ def test_darkening_is_left_alone() -> None:
 
 def test_percentile_scaling_keeps_the_exposure_and_range_scaling_does_not(monkeypatch) -> None:
     restorer = Restorer.from_pretrained("tiny", device="cpu")
-    monkeypatch.setattr(restorer, "_restore_forward", lambda x, changing=(): x + 0.2)  # brightens
+    monkeypatch.setattr(restorer, "_restore_forward", lambda x, **options: x + 0.2)  # brightens
     dim = np.random.default_rng(0).poisson(8.0, (64, 64)).astype(np.uint8)
     kept = restorer.restore(dim, scaling="percentile").astype(float)
     corrected = restorer.restore(dim, scaling="range").astype(float)

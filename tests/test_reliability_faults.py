@@ -65,7 +65,7 @@ MOMENTS = ("load", "step", "finish")
 """Where a fake job waits: loading the model, between two steps, in its last step."""
 
 
-def _cpu_only(x: torch.Tensor, changing=()) -> torch.Tensor:
+def _cpu_only(x: torch.Tensor, **options) -> torch.Tensor:
     """A stand-in tile pass that runs out of memory anywhere but on the CPU."""
     if x.device.type != "cpu":
         raise torch.cuda.OutOfMemoryError("simulated")

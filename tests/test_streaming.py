@@ -31,7 +31,7 @@ def tiny() -> Restorer:
     return Restorer.from_pretrained("tiny", device="cpu")
 
 
-def _stand_in(x: torch.Tensor, changing=()) -> torch.Tensor:
+def _stand_in(x: torch.Tensor, **options) -> torch.Tensor:
     """A cheap per-pixel tile pass, so that large planes stream through quickly on a CPU."""
     return x * 0.5 - 0.25
 
@@ -189,7 +189,7 @@ def test_restorer_goes_on_on_the_cpu_then_returns_to_its_device(monkeypatch):
         restorer.net, "to", lambda device: moves.append(torch.device(device)) or restorer.net
     )
 
-    def gpu_full(x: torch.Tensor, changing=()) -> torch.Tensor:
+    def gpu_full(x: torch.Tensor, **options) -> torch.Tensor:
         if x.device.type != "cpu":
             raise torch.cuda.OutOfMemoryError("simulated")
         return _stand_in(x)

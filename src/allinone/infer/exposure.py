@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from allinone.infer.clipping import Bounds, noise_sigma, unclipped_mean
 from allinone.types import DEGRADATIONS
 
 SIGMA = 4.0
@@ -60,10 +61,21 @@ def gaussian_blur(x: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
     return F.conv2d(blurred, rows.transpose(2, 3), groups=channels)
 
 
-def never_brighter(restored: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
+def input_mean(degraded: torch.Tensor, sigma: float, bounds: Bounds | None) -> torch.Tensor:
+    """`degraded`'s local mean (a Gaussian of `sigma` pixels), taken back through the clipping
+    of its noise at `bounds` where it was clipped (`allinone.infer.clipping`)."""
+    mean = gaussian_blur(degraded, sigma)
+    if bounds is None:
+        return mean
+    return unclipped_mean(mean, noise_sigma(degraded, bounds), bounds)
+
+
+def never_brighter(
+    restored: torch.Tensor, degraded: torch.Tensor, bounds: Bounds | None = None
+) -> torch.Tensor:
     """`restored` less the smooth excess of its local mean over `degraded`'s."""
     restored, degraded = restored.float(), degraded.float()
-    excess = torch.relu(gaussian_blur(restored) - gaussian_blur(degraded))
+    excess = torch.relu(gaussian_blur(restored) - input_mean(degraded, SIGMA, bounds))
     return restored - excess
 
 
@@ -78,11 +90,14 @@ def keep_tone_weight(
 
 
 def follow_local_mean(
-    restored: torch.Tensor, degraded: torch.Tensor, weight: torch.Tensor
+    restored: torch.Tensor,
+    degraded: torch.Tensor,
+    weight: torch.Tensor,
+    bounds: Bounds | None = None,
 ) -> torch.Tensor:
     """`restored` with its local mean moved to `degraded`'s by `weight` (1: all the way)."""
     restored, degraded = restored.float(), degraded.float()
-    change = gaussian_blur(degraded, TONE_SIGMA) - gaussian_blur(restored, TONE_SIGMA)
+    change = input_mean(degraded, TONE_SIGMA, bounds) - gaussian_blur(restored, TONE_SIGMA)
     return restored + weight * change
 
 
@@ -91,7 +106,10 @@ def tone_kept(
     logits: torch.Tensor,
     degraded: torch.Tensor,
     changing: tuple[str, ...] = TONE_CHANGING,
+    bounds: Bounds | None = None,
 ) -> torch.Tensor:
     """`restored` following `degraded`'s local mean unless the (B, T) composition `logits` see one
-    of the `changing` degradations: what the Restorer makes of one network pass."""
-    return follow_local_mean(restored, degraded, keep_tone_weight(logits, changing))
+    of the `changing` degradations: what the Restorer makes of one network pass. `bounds`: where
+    `degraded` was clipped, if anywhere."""
+    weight = keep_tone_weight(logits, changing)
+    return follow_local_mean(restored, degraded, weight, bounds)

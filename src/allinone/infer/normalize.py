@@ -32,6 +32,16 @@ class Normalization:
             values = (np.asarray(x, dtype=np.float64) - self.offset) / self.scale
             return values.astype(np.float32)
 
+    def clip_bounds(self) -> tuple[float, float] | None:
+        """Where an integer image's values were clipped (its dtype's ends) in network units;
+        None for floats, which carry no such ends."""
+        if not np.issubdtype(self.dtype, np.integer):
+            return None
+        info = np.iinfo(self.dtype)
+        return (float(info.min) - self.offset) / self.scale, (
+            float(info.max) - self.offset
+        ) / self.scale
+
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Back to the source dtype: rounded and clipped for integers, exact for floats."""
         with np.errstate(over="ignore"):

@@ -1,0 +1,103 @@
+"""Clipped noise: its bias on local means, undone given the noise level read from the tile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from allinone.infer.clipping import clipped_mean, noise_sigma, unclipped_mean
+from allinone.infer.exposure import follow_local_mean, never_brighter
+from allinone.infer.normalize import Normalization, fit_normalization
+from allinone.infer.restorer import Restorer
+from allinone.models.network import NetOutput
+from allinone.types import DEGRADATIONS
+
+UNIT = (0.0, 1.0)
+
+
+def _noisy(clean: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
+    return (clean + sigma * noise).clamp(*UNIT)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.03, 0.5, 0.95, 1.0])
+def test_the_clipped_mean_is_that_of_clipped_noise(value: float) -> None:
+    sigma = 0.1
+    simulated = _noisy(torch.full((1, 1, 1000, 1000), value), sigma).mean()
+    expected = clipped_mean(torch.tensor(value), torch.tensor(sigma), UNIT)
+    assert expected.item() == pytest.approx(simulated.item(), abs=5e-4)
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.1, 0.3])
+def test_unclipping_inverts_clipping_and_stops_at_the_bounds(sigma: float) -> None:
+    values = torch.linspace(0.0, 1.0, 501)
+    sigmas = torch.full_like(values, sigma)
+    back = unclipped_mean(clipped_mean(values, sigmas, UNIT), sigmas, UNIT)
+    torch.testing.assert_close(back, values, atol=1e-5, rtol=0)
+    beyond = unclipped_mean(torch.tensor([-0.2, 1.0, 1.3]), torch.full((3,), sigma), UNIT)
+    torch.testing.assert_close(beyond, torch.tensor([0.0, 1.0, 1.0]))
+
+
+def test_the_noise_level_is_read_past_texture_and_clipped_blocks() -> None:
+    ramp = torch.linspace(0.2, 0.8, 128)
+    smooth = (ramp[:, None] + 0.1 * torch.sin(ramp[None, :] * 40)).expand(1, 3, 128, 128)
+    assert noise_sigma(_noisy(smooth, 0.05), UNIT).item() == pytest.approx(0.05, rel=0.05)
+    half_white = smooth.clone()
+    half_white[..., :, 64:] = 1.0  # a saturated sky over half the tile
+    noisy = _noisy(half_white, 0.1)
+    # the few sky blocks that escape clipping carry truncated noise: a little low, and far less
+    # so than with the clipped blocks counted
+    assert noise_sigma(noisy, UNIT).item() == pytest.approx(0.1, rel=0.1)
+    assert noise_sigma(noisy).item() < 0.08
+    white = torch.ones(2, 3, 16, 16)
+    assert noise_sigma(white, UNIT).flatten().tolist() == [0.0, 0.0]
+
+
+def _bright_sky(value: float, size: int = 96) -> torch.Tensor:
+    """(1, 3, size, size): a flat `value` over the right half, a mid-grey ramp on the left."""
+    clean = torch.linspace(0.3, 0.6, size).view(1, 1, -1, 1).repeat(1, 3, 1, size)
+    clean[..., size // 2 :] = value
+    return clean
+
+
+def test_a_noisy_bright_region_keeps_its_clean_mean() -> None:
+    clean = _bright_sky(0.97)
+    noisy = _noisy(clean, 0.1)
+    restored = torch.full_like(clean, 0.5)
+    inner = (..., slice(16, -16), slice(64, -16))
+    biased = follow_local_mean(restored, noisy, torch.ones(1, 1, 1, 1))[inner].mean()
+    kept = follow_local_mean(restored, noisy, torch.ones(1, 1, 1, 1), UNIT)[inner].mean()
+    assert biased.item() < 0.95
+    assert kept.item() == pytest.approx(0.97, abs=0.005)
+    assert never_brighter(clean, noisy)[inner].mean().item() < 0.95  # the clean tone held back
+    assert never_brighter(clean, noisy, UNIT)[inner].mean().item() > 0.96
+
+
+def test_integer_images_are_clipped_at_their_dtypes_ends_and_floats_nowhere() -> None:
+    assert fit_normalization(np.zeros(4, np.uint8), "range").clip_bounds() == UNIT
+    norm = Normalization(offset=100.0, scale=1000.0, dtype=np.dtype(np.uint16))
+    assert norm.clip_bounds() == (-0.1, 65.435)
+    assert fit_normalization(np.zeros(4, np.float32)).clip_bounds() is None
+
+
+def _smoothing(x: torch.Tensor) -> NetOutput:
+    """A network forward that smooths its input and reads noise alone."""
+    logits = torch.tensor([[10.0 if n == "noise" else -10.0 for n in DEGRADATIONS]] * x.shape[0])
+    smooth = torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False)
+    return NetOutput(smooth, logits[:, :, None, None].expand(-1, -1, 2, 2), [])
+
+
+def test_the_restorer_takes_a_noisy_bright_photo_back_to_its_clean_level(monkeypatch) -> None:
+    restorer = Restorer.from_pretrained("tiny", device="cpu")
+    monkeypatch.setattr(restorer.net, "forward", _smoothing)
+    clean = _bright_sky(250 / 255)[0, 0].numpy() * 255
+    noise = np.random.default_rng(0).normal(0, 25, clean.shape)
+    noisy = np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)
+    sky = (slice(16, -16), slice(64, -16))
+    assert noisy[sky].mean() < 243  # the clipping's bias
+    restored = restorer.restore(noisy).astype(float)
+    assert restored[sky].mean() == pytest.approx(250, abs=1.5)
+    monkeypatch.setattr(Normalization, "clip_bounds", lambda self: None)
+    unaware = restorer.restore(noisy).astype(float)
+    assert unaware[sky].mean() < 244
