@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import smoothing_forward
 
 from allinone.infer.clipping import clipped_mean, noise_sigma, unclipped_mean
 from allinone.infer.exposure import follow_local_mean, never_brighter
 from allinone.infer.normalize import Normalization, fit_normalization
 from allinone.infer.restorer import Restorer
-from allinone.models.network import NetOutput
-from allinone.types import DEGRADATIONS
 
 UNIT = (0.0, 1.0)
 
@@ -81,16 +80,9 @@ def test_integer_images_are_clipped_at_their_dtypes_ends_and_floats_nowhere() ->
     assert fit_normalization(np.zeros(4, np.float32)).clip_bounds() is None
 
 
-def _smoothing(x: torch.Tensor) -> NetOutput:
-    """A network forward that smooths its input and reads noise alone."""
-    logits = torch.tensor([[10.0 if n == "noise" else -10.0 for n in DEGRADATIONS]] * x.shape[0])
-    smooth = torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False)
-    return NetOutput(smooth, logits[:, :, None, None].expand(-1, -1, 2, 2), [])
-
-
 def test_the_restorer_takes_a_noisy_bright_photo_back_to_its_clean_level(monkeypatch) -> None:
     restorer = Restorer.from_pretrained("tiny", device="cpu")
-    monkeypatch.setattr(restorer.net, "forward", _smoothing)
+    monkeypatch.setattr(restorer.net, "forward", smoothing_forward)
     clean = _bright_sky(250 / 255)[0, 0].numpy() * 255
     noise = np.random.default_rng(0).normal(0, 25, clean.shape)
     noisy = np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)

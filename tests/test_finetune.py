@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smoothing_forward
 from scipy.ndimage import gaussian_filter
 
 from allinone.errors import Cancelled, InputError
+from allinone.infer.normalize import Normalization
 from allinone.infer.restorer import Restorer
 from allinone.train import finetune
 from allinone.train.finetune import ADAPT_PREFIXES, FinetuneResult
@@ -83,6 +85,27 @@ def test_validation_scores_what_restore_gives() -> None:
     error = restored.astype(float) - clean[:, -16:]
     expected = 10 * np.log10(255**2 / np.mean(error**2))
     assert result.psnr_before == pytest.approx(expected, abs=0.1)
+
+
+def test_validation_allows_for_noise_clipped_at_the_dtypes_end(monkeypatch) -> None:
+    """As `restore` does: a bright, noisy uint8 pair restored by a smoothing stand-in scores
+    over 2 dB better with the allowance than without it (the clipped noise's bias kept) before
+    fine-tuning."""
+    rng = np.random.default_rng(0)
+    clean = np.full((64, 80), 250, np.uint8)
+    degraded = np.clip(np.rint(250 + rng.normal(0, 25, clean.shape)), 0, 255).astype(np.uint8)
+    restorer = _tiny()
+    restorer.net.forward = smoothing_forward  # copied with the network
+
+    def before() -> float:
+        steps = restorer.finetune_steps([(degraded, clean)], steps=1, val_fraction=0.2, **FAST)
+        first = next(steps)  # the validation before any step: the stand-in cannot train
+        steps.close()
+        return first.metrics["val_psnr"]
+
+    allowed = before()
+    monkeypatch.setattr(Normalization, "clip_bounds", lambda self: None)
+    assert allowed > before() + 2
 
 
 def test_original_restorer_is_untouched(tuned) -> None:

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from allinone.errors import Cancelled, InputError
 from allinone.infer.axes import PlaneLayout
+from allinone.infer.clipping import Bounds
 from allinone.infer.exposure import never_brighter, tone_kept
 from allinone.infer.normalize import (
     Normalization,
@@ -100,6 +101,8 @@ class _Sample:
     """(degraded, clean) of the validation part, or None without validation."""
     keep_exposure: bool = False
     """Whether `restore` would keep this plane's exposure (its scaling is percentile)."""
+    bounds: Bounds | None = None
+    """Where the plane's dtype clipped it, in network units (`Normalization.clip_bounds`)."""
 
 
 @dataclass
@@ -349,6 +352,7 @@ def _samples(
                         if val is None
                         else tuple(_normalised(p, val, norm) for p in planes),
                         keep_exposure=norm.keep_exposure,
+                        bounds=norm.clip_bounds(),
                     )
                 )
     return samples
@@ -514,8 +518,9 @@ def _val_psnr(
     """PSNR (data range 1) over every validation part, each restored in one pass.
 
     Parts are padded by reflection to a multiple of 8 and cropped back; each pass keeps the tone
-    and, with percentile scaling, the exposure; outputs and targets are clipped to [0, 1]; grey
-    outputs are the mean of the three channels: all as in `restore`.
+    (allowing for noise clipped at the dtype's ends) and, with percentile scaling, the exposure;
+    outputs and targets are clipped to [0, 1]; grey outputs are the mean of the three channels:
+    all as in `restore`.
     """
     was_training = net.training
     net.eval()
@@ -528,9 +533,9 @@ def _val_psnr(
             pad = (0, -width % net.multiple, 0, -height % net.multiple)
             padded = F.pad(x, pad, mode="reflect")
             output = net(padded)
-            restored = tone_kept(output.restored, output.logits, padded)
+            restored = tone_kept(output.restored, output.logits, padded, bounds=sample.bounds)
             if sample.keep_exposure:
-                restored = never_brighter(restored, padded)
+                restored = never_brighter(restored, padded, sample.bounds)
             restored = restored[..., :height, :width].clamp(0, 1)
             if target.shape[2] == 1:
                 restored = restored.mean(dim=1, keepdim=True)
