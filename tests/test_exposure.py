@@ -3,11 +3,14 @@ and with percentile scaling never brightens it."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from allinone.infer.exposure import (
+    READING_FLOOR,
     TONE_CHANGING,
     follow_local_mean,
     gaussian_blur,
@@ -75,6 +78,17 @@ def test_the_tone_is_kept_unless_a_tone_changing_degradation_is_seen() -> None:
     both = keep_tone_weight(torch.tensor([[0.0] * len(DEGRADATIONS)]))
     assert both.shape == (1, 1, 1, 1)
     assert both.item() == pytest.approx(0.5 ** len(TONE_CHANGING))
+
+
+def test_readings_at_the_heads_floor_count_as_none() -> None:
+    def weight(probability: float) -> float:
+        logit = math.log(probability / (1 - probability))
+        return keep_tone_weight(torch.tensor([[logit] * len(DEGRADATIONS)])).item()
+
+    assert weight(READING_FLOOR - 0.01) == 1.0
+    assert weight(1 - READING_FLOOR + 0.01) == 0.0
+    assert weight(0.5) == pytest.approx(0.5 ** len(TONE_CHANGING))
+    assert 0.5 ** len(TONE_CHANGING) < weight(0.4) < 1.0
 
 
 def test_following_the_local_mean_moves_the_tone_and_keeps_detail() -> None:
