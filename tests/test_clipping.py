@@ -7,7 +7,12 @@ import pytest
 import torch
 from conftest import smoothing_forward
 
-from allinone.infer.clipping import clipped_mean, noise_sigma, unclipped_mean
+from allinone.infer.clipping import (
+    _median_of_kept,
+    clipped_mean,
+    noise_sigma,
+    unclipped_mean,
+)
 from allinone.infer.exposure import follow_local_mean, never_brighter
 from allinone.infer.normalize import Normalization, fit_normalization
 from allinone.infer.restorer import Restorer
@@ -58,6 +63,18 @@ def _bright_sky(value: float, size: int = 96) -> torch.Tensor:
     clean = torch.linspace(0.3, 0.6, size).view(1, 1, -1, 1).repeat(1, 3, 1, size)
     clean[..., size // 2 :] = value
     return clean
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 64])
+def test_the_median_of_the_kept_blocks_is_torchs_median_of_them(length: int) -> None:
+    generator = torch.Generator().manual_seed(length)
+    values = torch.rand(50, length, generator=generator)
+    kept = torch.rand(50, length, generator=generator) < torch.rand(50, 1, generator=generator)
+    expected = [
+        row[keep].median() if keep.any() else torch.tensor(0.0)
+        for row, keep in zip(values, kept, strict=True)
+    ]
+    torch.testing.assert_close(_median_of_kept(values, kept), torch.stack(expected))
 
 
 def test_a_noisy_bright_region_keeps_its_clean_mean() -> None:

@@ -1,7 +1,7 @@
 """Clipped noise: the local mean of a noisy image whose values were clipped to their range.
 
 Noise added before an image is stored in integers is clipped at the dtype's ends, which biases
-the image near them: under noise of σ 25 grey levels a clean 250 averages 241 once clipped at
+the image near them: under noise of σ 25 grey levels a clean 250 averages 242 once clipped at
 255, a clean 5 averages 13. The Restorer keeps its output's local mean on its input's
 (`allinone.infer.exposure`), which would keep that bias: in CBSD68 photos with bright sky,
 a third of the pixels came out 10 levels too dark. `unclipped_mean` takes a local mean back to
@@ -42,12 +42,25 @@ def noise_sigma(x: torch.Tensor, bounds: Bounds | None = None) -> torch.Tensor:
     corners = torch.stack(
         [x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]]
     )
-    detail = ((corners[0] - corners[1] - corners[2] + corners[3]) / 2).abs()
-    if bounds is not None:
-        inside = ((corners > bounds[0]) & (corners < bounds[1])).all(dim=0)
-        detail = detail.masked_fill(~inside, float("nan"))
-    median = detail.flatten(1).nanmedian(dim=1).values.nan_to_num(0.0)
+    detail = ((corners[0] - corners[1] - corners[2] + corners[3]) / 2).abs().flatten(1)
+    if bounds is None:
+        return (detail.median(dim=1).values / MAD_TO_SIGMA).view(-1, 1, 1, 1)
+    inside = ((corners > bounds[0]) & (corners < bounds[1])).all(dim=0).flatten(1)
+    median = _median_of_kept(detail, inside)
     return (median / MAD_TO_SIGMA).view(-1, 1, 1, 1)
+
+
+def _median_of_kept(values: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """(B,): the lower median of each row's `kept` values, 0 for a row with none. The others
+    become -inf or +inf in the proportion that puts the row's median on the kept one, so that
+    `median`, which every backend has (`nanmedian` along a dim has none on MPS), picks it."""
+    length = values.shape[1]
+    count = kept.sum(dim=1, keepdim=True)
+    lowered = (length - 1) // 2 - (count - 1) // 2  # how many of the others go to -inf
+    rank = (~kept).cumsum(dim=1)
+    filler = torch.where(rank <= lowered, -math.inf, math.inf)
+    median = torch.where(kept, values, filler).median(dim=1).values
+    return torch.where(count.squeeze(1) > 0, median, torch.zeros_like(median))
 
 
 def _clipping_terms(

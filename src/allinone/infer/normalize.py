@@ -38,9 +38,9 @@ class Normalization:
         if not np.issubdtype(self.dtype, np.integer):
             return None
         info = np.iinfo(self.dtype)
-        return (float(info.min) - self.offset) / self.scale, (
-            float(info.max) - self.offset
-        ) / self.scale
+        low = (float(info.min) - self.offset) / self.scale
+        high = (float(info.max) - self.offset) / self.scale
+        return low, high
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Back to the source dtype: rounded and clipped for integers, exact for floats."""
