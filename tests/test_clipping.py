@@ -8,11 +8,13 @@ import torch
 from conftest import smoothing_forward
 
 from allinone.infer.clipping import (
+    Clipping,
     _median_of_kept,
     clipped_mean,
     noise_sigma,
     unclipped_mean,
 )
+from allinone.infer.ensemble import VIEWS
 from allinone.infer.exposure import follow_local_mean, never_brighter
 from allinone.infer.normalize import Normalization, fit_normalization
 from allinone.infer.restorer import Restorer
@@ -77,17 +79,28 @@ def test_the_median_of_the_kept_blocks_is_torchs_median_of_them(length: int) -> 
     torch.testing.assert_close(_median_of_kept(values, kept), torch.stack(expected))
 
 
+def test_one_reading_serves_every_view_of_an_even_tile() -> None:
+    noisy = _noisy(_bright_sky(0.97, size=64), 0.1)
+    reading = Clipping.read(noisy, UNIT).sigma
+    for turns, flip in VIEWS:
+        view = torch.rot90(noisy, turns, dims=(-2, -1))
+        view = view.flip(-1) if flip else view
+        assert torch.equal(Clipping.read(view, UNIT).sigma, reading)
+    assert Clipping.read(noisy, None) is None
+
+
 def test_a_noisy_bright_region_keeps_its_clean_mean() -> None:
     clean = _bright_sky(0.97)
     noisy = _noisy(clean, 0.1)
     restored = torch.full_like(clean, 0.5)
     inner = (..., slice(16, -16), slice(64, -16))
     biased = follow_local_mean(restored, noisy, torch.ones(1, 1, 1, 1))[inner].mean()
-    kept = follow_local_mean(restored, noisy, torch.ones(1, 1, 1, 1), UNIT)[inner].mean()
+    clipping = Clipping.read(noisy, UNIT)
+    kept = follow_local_mean(restored, noisy, torch.ones(1, 1, 1, 1), clipping)[inner].mean()
     assert biased.item() < 0.95
     assert kept.item() == pytest.approx(0.97, abs=0.005)
     assert never_brighter(clean, noisy)[inner].mean().item() < 0.95  # the clean tone held back
-    assert never_brighter(clean, noisy, UNIT)[inner].mean().item() > 0.96
+    assert never_brighter(clean, noisy, clipping)[inner].mean().item() > 0.96
 
 
 def test_integer_images_are_clipped_at_their_dtypes_ends_and_floats_nowhere() -> None:

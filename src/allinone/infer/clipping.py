@@ -16,6 +16,7 @@ ends does the clipping change anything.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -92,3 +93,22 @@ def unclipped_mean(mean: torch.Tensor, sigma: torch.Tensor, bounds: Bounds) -> t
         clipped, slope = _clipping_terms(value, sigma, bounds)
         value = (value + (mean - clipped) / slope.clamp_min(1e-6)).clamp(*bounds)
     return value
+
+
+@dataclass(frozen=True)
+class Clipping:
+    """How a batch of tiles was clipped: at `bounds`, under noise of standard deviation `sigma`
+    (B, 1, 1, 1) read from the tiles themselves. One reading serves every local mean of the
+    batch and every flip or rotation of it (the blocks of an even-sized tile map onto blocks)."""
+
+    bounds: Bounds
+    sigma: torch.Tensor
+
+    @classmethod
+    def read(cls, x: torch.Tensor, bounds: Bounds | None) -> Clipping | None:
+        """The clipping of the tiles `x` at `bounds`; None where nothing clipped them."""
+        return None if bounds is None else cls(bounds, noise_sigma(x, bounds))
+
+    def unclipped(self, mean: torch.Tensor) -> torch.Tensor:
+        """`unclipped_mean` of a local mean of these tiles."""
+        return unclipped_mean(mean, self.sigma, self.bounds)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from allinone.infer.clipping import Bounds, noise_sigma, unclipped_mean
+from allinone.infer.clipping import Clipping
 from allinone.types import DEGRADATIONS
 
 SIGMA = 4.0
@@ -69,21 +69,19 @@ def gaussian_blur(x: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
     return F.conv2d(blurred, rows.transpose(2, 3), groups=channels)
 
 
-def input_mean(degraded: torch.Tensor, sigma: float, bounds: Bounds | None) -> torch.Tensor:
-    """`degraded`'s local mean (a Gaussian of `sigma` pixels), taken back through the clipping
-    of its noise at `bounds` where it was clipped (`allinone.infer.clipping`)."""
+def input_mean(degraded: torch.Tensor, sigma: float, clipping: Clipping | None) -> torch.Tensor:
+    """`degraded`'s local mean (a Gaussian of `sigma` pixels), taken back through the
+    `clipping` of its noise where it was clipped (`allinone.infer.clipping`)."""
     mean = gaussian_blur(degraded, sigma)
-    if bounds is None:
-        return mean
-    return unclipped_mean(mean, noise_sigma(degraded, bounds), bounds)
+    return mean if clipping is None else clipping.unclipped(mean)
 
 
 def never_brighter(
-    restored: torch.Tensor, degraded: torch.Tensor, bounds: Bounds | None = None
+    restored: torch.Tensor, degraded: torch.Tensor, clipping: Clipping | None = None
 ) -> torch.Tensor:
     """`restored` less the smooth excess of its local mean over `degraded`'s."""
     restored, degraded = restored.float(), degraded.float()
-    excess = torch.relu(gaussian_blur(restored) - input_mean(degraded, SIGMA, bounds))
+    excess = torch.relu(gaussian_blur(restored) - input_mean(degraded, SIGMA, clipping))
     return restored - excess
 
 
@@ -103,11 +101,11 @@ def follow_local_mean(
     restored: torch.Tensor,
     degraded: torch.Tensor,
     weight: torch.Tensor,
-    bounds: Bounds | None = None,
+    clipping: Clipping | None = None,
 ) -> torch.Tensor:
     """`restored` with its local mean moved to `degraded`'s by `weight` (1: all the way)."""
     restored, degraded = restored.float(), degraded.float()
-    change = input_mean(degraded, TONE_SIGMA, bounds) - gaussian_blur(restored, TONE_SIGMA)
+    change = input_mean(degraded, TONE_SIGMA, clipping) - gaussian_blur(restored, TONE_SIGMA)
     return restored + weight * change
 
 
@@ -116,10 +114,10 @@ def tone_kept(
     logits: torch.Tensor,
     degraded: torch.Tensor,
     changing: tuple[str, ...] = TONE_CHANGING,
-    bounds: Bounds | None = None,
+    clipping: Clipping | None = None,
 ) -> torch.Tensor:
     """`restored` following `degraded`'s local mean unless the (B, T) composition `logits` see one
-    of the `changing` degradations: what the Restorer makes of one network pass. `bounds`: where
-    `degraded` was clipped, if anywhere."""
+    of the `changing` degradations: what the Restorer makes of one network pass. `clipping`: how
+    `degraded` was clipped, if it was."""
     weight = keep_tone_weight(logits, changing)
-    return follow_local_mean(restored, degraded, weight, bounds)
+    return follow_local_mean(restored, degraded, weight, clipping)

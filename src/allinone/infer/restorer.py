@@ -18,7 +18,7 @@ from scipy.special import expit
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.clipping import Bounds
+from allinone.infer.clipping import Clipping
 from allinone.infer.ensemble import FLIPS, self_ensemble
 from allinone.infer.exposure import (
     TONE_CHANGING,
@@ -171,28 +171,30 @@ class Restorer:
         self,
         x: torch.Tensor,
         changing: tuple[str, ...] = TONE_CHANGING,
-        bounds: Bounds | None = None,
+        clipping: Clipping | None = None,
     ) -> torch.Tensor:
         """The network's restoration of a batch of tiles, keeping their input's local mean where
         it sees none of the `changing` degradations (`allinone.infer.exposure`), that mean taken
-        back through the clipping at `bounds`."""
+        back through the tiles' `clipping`."""
         with torch.inference_mode():
             with self._autocast():
                 output = self.net(x)
-            return tone_kept(output.restored, output.logits, x, changing, bounds)
+            return tone_kept(output.restored, output.logits, x, changing, clipping)
 
     def _forward_for(self, norm: Normalization, ensemble: bool, scene_haze: bool) -> Callable:
         """The tile function of a restore: one pass or the 8-view ensemble, never brighter than
         its input when `norm` keeps the exposure; with `scene_haze`, a tile's haze reading does
-        not free its tone. Local means of the input allow for noise clipped at the dtype's ends."""
-        bounds = norm.clip_bounds()
-        tile_pass = functools.partial(
-            self._restore_forward, changing=tile_tone_changing(scene_haze), bounds=bounds
-        )
+        not free its tone. Local means of the input allow for noise clipped at the dtype's ends,
+        its level read once per batch."""
+        bounds, changing = norm.clip_bounds(), tile_tone_changing(scene_haze)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
+            clipping = Clipping.read(x, bounds)
+            tile_pass = functools.partial(
+                self._restore_forward, changing=changing, clipping=clipping
+            )
             restored = self_ensemble(tile_pass, x) if ensemble else tile_pass(x)
-            return never_brighter(restored, x, bounds) if norm.keep_exposure else restored
+            return never_brighter(restored, x, clipping) if norm.keep_exposure else restored
 
         return forward
 

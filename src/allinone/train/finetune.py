@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from allinone.errors import Cancelled, InputError
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.clipping import Bounds
+from allinone.infer.clipping import Bounds, Clipping
 from allinone.infer.exposure import never_brighter, tone_kept
 from allinone.infer.normalize import (
     Normalization,
@@ -533,9 +533,10 @@ def _val_psnr(
             pad = (0, -width % net.multiple, 0, -height % net.multiple)
             padded = F.pad(x, pad, mode="reflect")
             output = net(padded)
-            restored = tone_kept(output.restored, output.logits, padded, bounds=sample.bounds)
+            clipping = Clipping.read(padded, sample.bounds)
+            restored = tone_kept(output.restored, output.logits, padded, clipping=clipping)
             if sample.keep_exposure:
-                restored = never_brighter(restored, padded, sample.bounds)
+                restored = never_brighter(restored, padded, clipping)
             restored = restored[..., :height, :width].clamp(0, 1)
             if target.shape[2] == 1:
                 restored = restored.mean(dim=1, keepdim=True)
