@@ -110,7 +110,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=SCALINGS,
         default="auto",
         help="intensity scaling: percentile keeps the exposure (microscopy), range lets the model "
-        "correct it (under-exposed images); auto = percentile",
+        "correct it (under-exposed images); auto = range for an 8-bit colour photo that reads as "
+        "under-exposed, else percentile",
     )
 
 

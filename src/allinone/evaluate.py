@@ -16,8 +16,9 @@ images are 8-bit; PSNR and SSIM are computed on uint8 RGB (or grey) arrays with 
   bicubic (the bicubic baseline). Also Y-channel PSNR with a `scale`-pixel border shaved.
 - deblur: CBSD68 with a seeded camera-shake kernel (`motion_kernel`, length 15 px);
   baseline: Richardson-Lucy with the true kernel.
-- lowlight: CBSD68 under `low_light` at severity 0.5 of the training sampler, restored with
-  `scaling="range"` (correct exposure, as for an under-exposed photo); baseline: CLAHE.
+- lowlight: CBSD68 under `low_light` at severity 0.5 of the training sampler, restored as any
+  other image (``scaling="auto"``, which corrects the exposure of a photo that reads
+  under-exposed, `allinone.infer.auto_exposure`); baseline: CLAHE.
 - fmd: real confocal noise, FMD BPAE_B fields 2-6; baselines: the input, BM3D with an
   estimated sigma (NL-means when `bm3d` is missing).
 - composition: `Restorer.analyze` (flip-averaged, its default) on 256x256 CBSD68 crops with single
@@ -438,24 +439,22 @@ class Context:
         inputs = self.files(f"{folder}/input")
         return [(path, self.root / folder / "target" / path.name) for path in inputs]
 
-    def model(self, scaling: str = "auto") -> Method:
+    def model(self) -> Method:
         name = f"{self.restorer.card.name} (ours{', 8-view ensemble' if self.ensemble else ''})"
         axes = {2: "YX", 3: "YXC"}
 
         def restore(sample: Sample) -> np.ndarray:
             layout = axes[sample.clean.ndim]
-            return self.restorer.restore(
-                sample.degraded, axes=layout, scaling=scaling, ensemble=self.ensemble
-            )
+            return self.restorer.restore(sample.degraded, axes=layout, ensemble=self.ensemble)
 
         return name, "model", restore
 
-    def methods(self, input_label: str, *baselines: Method, scaling: str = "auto") -> list[Method]:
-        """The input, the classical baselines when enabled, and the model (with `scaling`)."""
+    def methods(self, input_label: str, *baselines: Method) -> list[Method]:
+        """The input, the classical baselines when enabled, and the model."""
         chosen = [(input_label, "baseline", lambda s: s.degraded)]
         if self.baselines:
             chosen += baselines
-        return [*chosen, self.model(scaling)]
+        return [*chosen, self.model()]
 
     def measure(
         self,
@@ -581,13 +580,13 @@ def run_deblur(ctx: Context) -> list[TaskResult]:
 
 
 def run_lowlight(ctx: Context) -> list[TaskResult]:
-    """CBSD68 darkened with photon noise; the model is asked to correct the exposure
-    (``scaling="range"``), as a user restoring an under-exposed photo would."""
+    """CBSD68 darkened with photon noise, restored with the defaults: the Restorer itself must
+    see that the photos are under-exposed."""
     samples = (
         Sample(path.stem, clean, darken(clean, index)) for index, path, clean in _cbsd68(ctx)
     )
     clahe_method = ("CLAHE", "baseline", lambda s: clahe(s.degraded))
-    methods = ctx.methods("dark input", clahe_method, scaling="range")
+    methods = ctx.methods("dark input", clahe_method)
     params = ", ".join(f"{k} {v:.3g}" for k, v in LOW_LIGHT.items())
     return [ctx.measure("lowlight", f"Low light: CBSD68 ({params})", samples, methods)]
 

@@ -110,10 +110,11 @@ def fit_normalization(array, scaling: str = "auto") -> Normalization:
       the Restorer takes off any local brightening (`allinone.infer.exposure`).
     - ``"range"``: integers by their dtype's full range (uint8 / 255, uint16 / 65535), floats as
       they are; a dark image stays dark for the network, which may brighten it (low light).
-    - ``"auto"`` (default): ``"percentile"``. Letting a blind model correct exposure by default
-      made it brighten the dark parts of plain noisy photos (its low-light correction firing
-      locally: σ 25 astronaut 20.9 dB in, 20.0 out with ``"range"``, 24.0 with ``"percentile"``);
-      ask for ``"range"`` when an image is under-exposed.
+    - ``"auto"``: ``"percentile"`` here. Letting a blind model correct exposure by default made
+      it brighten the dark parts of plain noisy photos (its low-light correction firing locally:
+      σ 25 astronaut 20.9 dB in, 20.0 out with ``"range"``, 24.0 with ``"percentile"``). The
+      Restorer resolves ``"auto"`` before calling this: ``"range"`` for an 8-bit colour photo its
+      network reads as under-exposed (`allinone.infer.auto_exposure`).
     """
     dtype = check_dtype(array.dtype)
     scaling = check_scaling(scaling)

@@ -17,6 +17,7 @@ from scipy.special import expit
 
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
+from allinone.infer.auto_exposure import choose_scaling, is_photo
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Clipping
 from allinone.infer.ensemble import FLIPS, self_ensemble
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from allinone.train.finetune import FinetuneResult
 
 __all__ = ["Composition", "Progress", "Restorer"]
+
+LOW_LIGHT = DEGRADATIONS.index("low_light")
 
 ProgressCallback = Callable[[int, int], None] | None
 
@@ -212,6 +215,15 @@ class Restorer:
             output = self.net(self._padded(x))
         return output.restored[..., :h, :w].float().cpu(), output.logits.float().cpu()
 
+    def low_light_logit(self, window: np.ndarray) -> float:
+        """The composition head's low-light logit for one (h, w, 3) window, by its dtype's range
+        (as `analyze` reads a photo), averaged over the window."""
+        values = fit_normalization(window, "range").forward(window)
+        x = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))[None]
+        with torch.inference_mode(), self._autocast():
+            logits = self.net.analyze(self._padded(x))
+        return float(logits.float().mean(dim=(2, 3))[0, LOW_LIGHT])
+
     def _overview_haze(self, source: PlaneSource, encode: Callable) -> tuple[np.ndarray, float]:
         """(the haze logit `encode` gives each plane's overview, shaped like the planes; the
         weight it deserves beside the tiles': 1 - 1 / shrink factor), for planes with an overview
@@ -280,9 +292,11 @@ class Restorer:
         `array` may be a NumPy array, a memory map, a zarr or a dask array: it is read a band of
         tiles at a time. Results go into `out` (a preallocated array, memory map or zarr array of
         the same shape and dtype) when given, as they are finished, and `out` is returned.
-        `scaling` maps intensities to the network's range (see `fit_normalization`): ``"auto"``
-        keeps the exposure (percentiles; the result is never brighter than the input, locally),
-        ``"range"`` lets the model correct an under-exposed image. `ensemble` averages the eight
+        `scaling` maps intensities to the network's range (see `fit_normalization`):
+        ``"percentile"`` keeps the exposure (the result is never brighter than the input,
+        locally), ``"range"`` lets the model correct an under-exposed image, ``"auto"`` is
+        ``"range"`` for an 8-bit colour photo the network reads as under-exposed (with an
+        `AllInOneWarning`; `allinone.infer.auto_exposure`), else ``"percentile"``. `ensemble` averages the eight
         flips and rotations of every tile (`allinone.infer.ensemble`): better, 8x slower.
         `scene_haze` first removes haze judged on a small overview of each plane
         (`allinone.infer.scene`), which the tiles alone miss in large images.
@@ -291,6 +305,7 @@ class Restorer:
         check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, overlap)
         out = _output_for(array, out)
+        scaling = choose_scaling(array, layout, scaling, self.low_light_logit)
         norm = fit_normalization(array, scaling)
         return (
             yield from self._restore_with(
@@ -345,6 +360,7 @@ class Restorer:
         check_dtype(array.dtype)
         check_scaling(scaling)
         layout, _ = self._plan(array.shape, axes, tile, overlap)
+        scaling = choose_scaling(array, layout, scaling, self.low_light_logit)
         norm = fit_normalization(array, scaling)
         planes = array.rechunk({i: -1 for i in range(array.ndim) if i not in layout.lead_axes})
         lock = threading.Lock()
@@ -389,8 +405,7 @@ class Restorer:
         check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, 32)
         if scaling == "auto":
-            photo = np.dtype(array.dtype) == np.uint8 and layout.rgb
-            scaling = "range" if photo else "percentile"
+            scaling = "range" if is_photo(array.dtype, layout) else "percentile"
         norm = fit_normalization(array, scaling)
         scale = AllInOneNet.multiple
         height, width = layout.plane_shape

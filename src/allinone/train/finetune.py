@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from allinone.errors import Cancelled, InputError
+from allinone.infer.auto_exposure import choose_scaling
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Bounds, Clipping
 from allinone.infer.exposure import never_brighter, tone_kept
@@ -212,7 +213,7 @@ def finetune_steps(
     _check_options(val_fraction, lr, adapt, patch_size, batch_size)
     check_scaling(scaling)
     checked = _check_pairs(pairs)
-    samples = _samples(checked, axes, rois, val_fraction, scaling)
+    samples = _samples(checked, axes, rois, val_fraction, scaling, restorer.low_light_logit)
     patch = _patch_size(samples, patch_size)
     net = copy.deepcopy(restorer.net)
     params = _select(net, adapt)
@@ -332,14 +333,19 @@ def _samples(
     rois: Sequence[Rect] | None,
     val_fraction: float,
     scaling: str,
+    read_low_light: Callable[[np.ndarray], float],
 ) -> list[_Sample]:
-    """Every region of every plane of every pair, split into training and validation parts."""
+    """Every region of every plane of every pair, split into training and validation parts;
+    ``"auto"`` scaling resolved as `restore` resolves it (`choose_scaling`, with
+    `read_low_light`)."""
     if rois is not None and len(rois) == 0:
         raise InputError("rois is empty: give at least one rectangle, or None for whole images")
     samples = []
     for degraded, clean in pairs:
         layout = PlaneLayout.of(degraded.shape, axes)
-        norm = fit_normalization(degraded, scaling)
+        norm = fit_normalization(
+            degraded, choose_scaling(degraded, layout, scaling, read_low_light)
+        )
         regions = _regions(layout.plane_shape, rois)
         splits = [_split(region, val_fraction) for region in regions]
         for index in layout.indices():
