@@ -24,6 +24,9 @@ from allinone.degradations.noise import gaussian_noise, poisson_gaussian_noise
 from allinone.degradations.rain import add_rain
 from allinone.types import DEGRADATIONS
 
+NOISELESS_LOW_LIGHT = 0.35
+"""Fraction of the low-light samples left without photon noise (see `_low_light`)."""
+
 ORDER: tuple[str, ...] = ("haze", "rain", "blur", "downsample", "low_light", "noise")
 """The order in which the degradations of one sample are applied."""
 
@@ -84,15 +87,16 @@ def _rain(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:
 
 
 def _low_light(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:
-    """Gamma 1.5..3.5, scale 0.6..0.15, 2000..320 photons at full scale, read noise 0.5..2.5/255."""
-    return low_light(
-        x,
-        1.5 + 2 * s,
-        0.6 - 0.45 * s,
-        g,
-        photons=10 ** (3.3 - 0.8 * s),
-        read_sigma=(0.5 + 2 * s) / 255,
-    )
+    """Scale 0.6..0.15 and gamma 1..1.5+2s (uniform per sample: 1 is a plain under-exposure of
+    an sRGB photo, above 1 crushes the shadows too). `NOISELESS_LOW_LIGHT` of the samples stay
+    free of noise, rounded to 8 bits (a camera that denoised its dark frame, or darkening by
+    code that adds none): trained only with photon noise, the model read darkness as low light
+    only when noisy (a noise-free 10 % exposure read 0.00). The rest get 2000..320 photons at
+    full scale and read noise 0.5..2.5/255."""
+    dark = low_light(x, 1 + (0.5 + 2 * s) * rand((x.shape[0],), g, x), 0.6 - 0.45 * s, g, None)
+    noisy = poisson_gaussian_noise(dark, 10 ** (3.3 - 0.8 * s), (0.5 + 2 * s) / 255, g)
+    noiseless = rand((x.shape[0],), g, x) < NOISELESS_LOW_LIGHT
+    return torch.where(view4(noiseless), torch.round(dark * 255) / 255, noisy)
 
 
 def _downsample(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:

@@ -296,8 +296,9 @@ class Restorer:
         ``"percentile"`` keeps the exposure (the result is never brighter than the input,
         locally), ``"range"`` lets the model correct an under-exposed image, ``"auto"`` is
         ``"range"`` for an 8-bit colour photo the network reads as under-exposed (with an
-        `AllInOneWarning`; `allinone.infer.auto_exposure`), else ``"percentile"``. `ensemble` averages the eight
-        flips and rotations of every tile (`allinone.infer.ensemble`): better, 8x slower.
+        `AllInOneWarning`; `allinone.infer.auto_exposure`), else ``"percentile"``. `ensemble`
+        averages the eight flips and rotations of every tile (`allinone.infer.ensemble`):
+        better, 8x slower.
         `scene_haze` first removes haze judged on a small overview of each plane
         (`allinone.infer.scene`), which the tiles alone miss in large images.
         """
