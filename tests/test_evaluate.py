@@ -119,6 +119,17 @@ def test_scene_haze_is_seeded_lifts_and_flattens() -> None:
     assert change[:8].mean() > change[-8:].mean()  # far at the top
 
 
+def test_underexposure_is_three_stops_of_linear_light() -> None:
+    values = np.linspace(0, 1, 101)
+    np.testing.assert_allclose(evaluate.srgb_to_linear(evaluate.linear_to_srgb(values)), values)
+    clean = _photo((16, 16, 3))
+    clean[0, 0] = 255
+    dark = evaluate.underexpose(clean)
+    assert dark.dtype == np.uint8 and dark[0, 0, 0] == 99  # 255 * encode(1 / 8)
+    linear = lambda image: evaluate.srgb_to_linear(image / 255.0)  # noqa: E731
+    np.testing.assert_allclose(linear(dark)[4:, 4:], linear(clean)[4:, 4:] / 8, rtol=0.1)
+
+
 def test_classical_baselines_keep_shape(no_bm3d: None) -> None:
     photo = _photo((*SHAPE, 3))
     assert evaluate.denoise_classical(photo, 25).shape == photo.shape
@@ -184,7 +195,8 @@ def test_eval_command_end_to_end(data_root: Path, tmp_path: Path, no_bm3d: None,
         "Dehazing: CBSD68 under scene haze",
         "Upsampling: Set14, ×4",
         "Motion deblurring",
-        "Low light",
+        "Low light: CBSD68 (gamma",
+        "Low light: CBSD68 3 stops under",
         "Microscopy: FMD",
         "Degradation composition",
         "Published, not measured here",
@@ -193,7 +205,7 @@ def test_eval_command_end_to_end(data_root: Path, tmp_path: Path, no_bm3d: None,
     for method in ("noisy input", "NL-means", "dark channel prior", "Richardson-Lucy", "CLAHE"):
         assert method in text
     report = json.loads(numbers.read_text())
-    assert len(report["tasks"]) == 3 + 1 + 1 + 1 + 6 + 1 + 1 + 1
+    assert len(report["tasks"]) == 3 + 1 + 1 + 1 + 6 + 1 + 2 + 1
     assert all(row["images"] == 1 for task in report["tasks"] for row in task["rows"])
     composition = report["composition"]
     assert composition["single_count"] == 6 * len(evaluate.COMPOSITION_SEVERITIES)

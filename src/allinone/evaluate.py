@@ -16,9 +16,10 @@ images are 8-bit; PSNR and SSIM are computed on uint8 RGB (or grey) arrays with 
   bicubic (the bicubic baseline). Also Y-channel PSNR with a `scale`-pixel border shaved.
 - deblur: CBSD68 with a seeded camera-shake kernel (`motion_kernel`, length 15 px);
   baseline: Richardson-Lucy with the true kernel.
-- lowlight: CBSD68 under `low_light` at severity 0.5 of the training sampler, restored as any
-  other image (``scaling="auto"``, which corrects the exposure of a photo that reads
-  under-exposed, `allinone.infer.auto_exposure`); baseline: CLAHE.
+- lowlight: CBSD68 under `low_light` at severity 0.5 of the training sampler (its largest
+  gamma, with photon noise), and CBSD68 3 stops under-exposed in linear light with no noise
+  (`underexpose`), both restored as any other image (``scaling="auto"``, which corrects the
+  exposure of a photo that reads under-exposed, `allinone.infer.auto_exposure`); baseline: CLAHE.
 - fmd: real confocal noise, FMD BPAE_B fields 2-6; baselines: the input, BM3D with an
   estimated sigma (NL-means when `bm3d` is missing).
 - composition: `Restorer.analyze` (flip-averaged, its default) on 256x256 CBSD68 crops with single
@@ -70,7 +71,9 @@ BLUR_LENGTH = 15.0
 """Camera-shake path length in pixels (severity 0.5 of the training sampler)."""
 RL_ITERATIONS = 30
 LOW_LIGHT = {"gamma": 2.5, "scale": 0.375, "photons": 10**2.9, "read_sigma": 1.5 / 255}
-"""`low_light` parameters: severity 0.5 of the training sampler."""
+"""`low_light` parameters: severity 0.5 of the training sampler, at its largest gamma."""
+EXPOSURE_STOPS = 3
+"""Under-exposure of the second low-light protocol, in stops of linear light."""
 HAZE_BETA = (0.8, 2.0)
 HAZE_AIRLIGHT = (0.8, 1.0)
 COMPOSITION_SEVERITIES: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -279,6 +282,23 @@ def scene_haze(image: np.ndarray, seed: int) -> np.ndarray:
     depth = 0.6 * ramp + 0.4 * ndimage.gaussian_filter(1 - luminance, 15, mode="nearest")
     transmission = np.exp(-beta * depth)[..., None]
     return to_uint8(clean * transmission + airlight * (1 - transmission))
+
+
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """The sRGB transfer curve undone: [0, 1] encoded values to linear light."""
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(values: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] encoded with the sRGB transfer curve."""
+    return np.where(values <= 0.0031308, 12.92 * values, 1.055 * values ** (1 / 2.4) - 0.055)
+
+
+def underexpose(image: np.ndarray, stops: float = EXPOSURE_STOPS) -> np.ndarray:
+    """An 8-bit sRGB photo taken `stops` stops darker: linear light divided by 2**stops and
+    encoded again, with no noise (a camera that denoised its dark frame)."""
+    linear = srgb_to_linear(image / 255.0) / 2**stops
+    return to_uint8(linear_to_srgb(linear))
 
 
 def darken(image: np.ndarray, seed: int) -> np.ndarray:
@@ -580,15 +600,22 @@ def run_deblur(ctx: Context) -> list[TaskResult]:
 
 
 def run_lowlight(ctx: Context) -> list[TaskResult]:
-    """CBSD68 darkened with photon noise, restored with the defaults: the Restorer itself must
-    see that the photos are under-exposed."""
-    samples = (
-        Sample(path.stem, clean, darken(clean, index)) for index, path, clean in _cbsd68(ctx)
-    )
+    """CBSD68 darkened with photon noise, and under-exposed without noise, restored with the
+    defaults: the Restorer itself must see that the photos are under-exposed."""
     clahe_method = ("CLAHE", "baseline", lambda s: clahe(s.degraded))
-    methods = ctx.methods("dark input", clahe_method)
+    noisy = (Sample(path.stem, clean, darken(clean, index)) for index, path, clean in _cbsd68(ctx))
     params = ", ".join(f"{k} {v:.3g}" for k, v in LOW_LIGHT.items())
-    return [ctx.measure("lowlight", f"Low light: CBSD68 ({params})", samples, methods)]
+    noiseless = (Sample(path.stem, clean, underexpose(clean)) for _, path, clean in _cbsd68(ctx))
+    title = f"Low light: CBSD68 {EXPOSURE_STOPS} stops under in linear light, no noise"
+    return [
+        ctx.measure(
+            "lowlight",
+            f"Low light: CBSD68 ({params})",
+            noisy,
+            ctx.methods("dark input", clahe_method),
+        ),
+        ctx.measure("lowlight-ev", title, noiseless, ctx.methods("dark input", clahe_method)),
+    ]
 
 
 def run_fmd(ctx: Context) -> list[TaskResult]:

@@ -48,7 +48,9 @@ def _starts(length: int, size: int, count: int) -> list[int]:
     return sorted({round(float(s)) for s in np.linspace(0, length - size, count)})
 
 
-def probe_windows(shape: tuple[int, int], window: int = WINDOW, grid: int = GRID) -> list:
+def probe_windows(
+    shape: tuple[int, int], window: int = WINDOW, grid: int = GRID
+) -> list[tuple[slice, slice]]:
     """(rows, cols) slices of up to `grid` x `grid` windows of `window` pixels (fewer, or
     smaller, where the plane is small) spread evenly over a plane of `shape`."""
     height, width = shape
