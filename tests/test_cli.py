@@ -185,7 +185,8 @@ def test_analyze_json(tmp_path: Path, capsys) -> None:
     code, out, err = _run(capsys, "analyze", source, *TINY, "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert set(report) == {"input", "model", "composition", "dominant"}
+    assert set(report) == {"input", "model", "composition", "dominant", "noise_level"}
+    assert report["noise_level"] >= 0
     assert report["input"] == str(source) and report["model"] == "tiny"
     assert list(report["composition"]) == list(DEGRADATIONS)
     assert all(0.0 <= p <= 1.0 for p in report["composition"].values())
@@ -200,9 +201,10 @@ def test_analyze_table(tmp_path: Path, capsys) -> None:
     source = _image(tmp_path / "grey.png", (48, 48), np.uint8)
     code, out, err = _run(capsys, "analyze", source, *TINY)
     assert code == 0, err
-    rows = [line.split() for line in out.splitlines()[1:-1]]
+    rows = [line.split() for line in out.splitlines()[1:-2]]
     assert [row[0] for row in rows] == list(DEGRADATIONS)
     assert all(0.0 <= float(row[1]) <= 1.0 and len(row[2]) == 20 for row in rows)
+    assert out.splitlines()[-2].startswith("noise level: sigma ")
     assert out.splitlines()[-1].startswith("dominant:")
 
 

@@ -259,6 +259,27 @@ def test_analyze_tiled_matches_whole(tiny_restorer) -> None:
     np.testing.assert_allclose(tiled.maps, whole.maps, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "unit", "offset", "axes"),
+    [(np.uint8, 1.0, 60.0, "YX"), (np.uint16, 40.0, 500.0, "ZYXC"), (np.float32, 1 / 255, 0, "YX")],
+)
+def test_analyze_reads_the_noise_level_in_the_image_units(
+    tiny_restorer, dtype, unit, offset, axes
+) -> None:
+    y, x = np.mgrid[:200, :240]
+    clean = 60.0 + 0.3 * x + 0.2 * y  # smooth, well inside the 8-bit range
+    noisy = clean + np.random.default_rng(0).normal(0, 12, clean.shape)
+    image = (offset + unit * (noisy - 60)).astype(dtype)
+    if axes == "ZYXC":
+        image = np.stack([image] * 3, axis=-1)[None].repeat(2, axis=0)
+    level = tiny_restorer.analyze(image, axes=axes, flips=False).noise_level
+    assert level == pytest.approx(12 * unit, rel=0.1)
+
+
+def test_a_single_row_has_no_noise_level(tiny_restorer) -> None:
+    assert tiny_restorer.analyze(random_image((1, 40), np.uint8)).noise_level is None
+
+
 def test_composition_dominant() -> None:
     probabilities = dict.fromkeys(DEGRADATIONS, 0.1)
     composition = Composition(dict(probabilities, blur=0.7, rain=0.6), np.zeros(0), (8.0, 8.0))

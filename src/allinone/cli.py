@@ -22,7 +22,7 @@ from allinone.infer.normalize import SCALINGS
 from allinone.types import DEGRADATIONS
 
 if TYPE_CHECKING:
-    from allinone.infer.restorer import Restorer
+    from allinone.infer.restorer import Composition, Restorer
 
 Progress = Callable[[int, int], None]
 DOMINANT_THRESHOLD = 0.5
@@ -431,10 +431,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             "model": restorer.card.name,
             "composition": probabilities,
             "dominant": dominant,
+            "noise_level": composition.noise_level,
         }
         print(json.dumps(report))
     else:
-        print(_composition_table(args.input, restorer.card.name, probabilities, dominant))
+        print(_composition_table(args.input, restorer.card.name, composition, dominant))
     return 0
 
 
@@ -690,14 +691,18 @@ def _progress(label: str) -> Iterator[Progress | None]:
 
 
 def _composition_table(
-    source: str, model: str, probabilities: dict[str, float], dominant: str | None
+    source: str, model: str, composition: Composition, dominant: str | None
 ) -> str:
-    width = max(len(name) for name in probabilities)
+    width = max(len(name) for name in DEGRADATIONS)
     lines = [f"{source} (model: {model})"]
-    for name, probability in probabilities.items():
+    for name in DEGRADATIONS:
+        probability = composition.probabilities[name]
         filled = round(probability * 20)
         bar = "#" * filled + "." * (20 - filled)
         lines.append(f"  {name:<{width}}  {probability:4.2f}  {bar}")
+    level = composition.noise_level
+    noise = "unknown" if level is None else f"sigma {level:.3g} (in the image's units)"
+    lines.append(f"noise level: {noise}")
     lines.append(f"dominant: {dominant or f'none (all below {DOMINANT_THRESHOLD:.2f})'}")
     return "\n".join(lines)
 

@@ -70,6 +70,18 @@ def reads_under_exposed(logits: np.ndarray) -> bool:
     return bool(overall >= UNDER_EXPOSED and agreeing >= AGREEING)
 
 
+def read_windows(array, layout: PlaneLayout) -> list[np.ndarray]:
+    """The `probe_windows` of the middle plane of `array`, each (h, w, 3) for colour (alpha
+    dropped) or (h, w, 1), read a band of rows at a time."""
+    middle = tuple(n // 2 for n in layout.lead_shape)
+    windows = []
+    for rows, spans in itertools.groupby(probe_windows(layout.plane_shape), key=lambda w: w[0]):
+        band = layout.get(array, middle, rows=rows)
+        band = band[..., :3] if layout.rgb else band[..., None]
+        windows += [band[:, cols] for _, cols in spans]
+    return windows
+
+
 def choose_scaling(
     array, layout: PlaneLayout, scaling: str, read_low_light: Callable[[np.ndarray], float]
 ) -> str:
@@ -79,11 +91,7 @@ def choose_scaling(
         return scaling
     if not is_photo(array.dtype, layout):
         return "percentile"
-    middle = tuple(n // 2 for n in layout.lead_shape)
-    logits = []
-    for rows, windows in itertools.groupby(probe_windows(layout.plane_shape), key=lambda w: w[0]):
-        band = layout.get(array, middle, rows=rows)[..., :3]
-        logits += [read_low_light(band[:, cols]) for _, cols in windows]
+    logits = [read_low_light(window) for window in read_windows(array, layout)]
     if not reads_under_exposed(np.array(logits)):
         return "percentile"
     warnings.warn(

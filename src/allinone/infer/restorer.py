@@ -17,9 +17,9 @@ from scipy.special import expit
 
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
-from allinone.infer.auto_exposure import choose_scaling, is_photo
+from allinone.infer.auto_exposure import choose_scaling, is_photo, read_windows
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.clipping import Clipping
+from allinone.infer.clipping import Clipping, noise_sigma
 from allinone.infer.ensemble import FLIPS, self_ensemble
 from allinone.infer.exposure import (
     TONE_CHANGING,
@@ -67,6 +67,9 @@ class Composition:
     """(T, *lead_shape, h, w) per-region probabilities, one cell per `map_scale` pixels."""
     map_scale: tuple[float, float]
     """Image pixels per map cell along Y and X."""
+    noise_level: float | None = None
+    """The standard deviation of the image's noise in its own intensity units (see
+    `Restorer.noise_level`); None where it cannot be read."""
 
     def dominant(self, threshold: float = 0.5) -> str | None:
         """The most probable type, or None when none reaches `threshold`."""
@@ -223,6 +226,20 @@ class Restorer:
         with torch.inference_mode(), self._autocast():
             logits = self.net.analyze(self._padded(x))
         return float(logits.float().mean(dim=(2, 3))[0, LOW_LIGHT])
+
+    def noise_level(self, array, layout: PlaneLayout, norm: Normalization) -> float | None:
+        """The standard deviation of white noise in `array`, in its intensity units: the median
+        over the windows of `read_windows` (middle plane) of Donoho's estimate (`noise_sigma`,
+        blocks at an integer dtype's ends left out), in `norm`'s network units times its
+        scale; None for planes thinner than 2 pixels. Texture raises it a little: clean photos
+        read about 1-3 levels of 255."""
+        bounds = norm.clip_bounds()
+        levels = [
+            noise_sigma(torch.from_numpy(norm.forward(window)).permute(2, 0, 1)[None], bounds)
+            for window in read_windows(array, layout)
+            if min(window.shape[:2]) >= 2
+        ]
+        return float(torch.cat(levels).median()) * norm.scale if levels else None
 
     def _overview_haze(self, source: PlaneSource, encode: Callable) -> tuple[np.ndarray, float]:
         """(the haze logit `encode` gives each plane's overview, shaped like the planes; the
@@ -445,7 +462,8 @@ class Restorer:
         probabilities = expit(mean_logits)
         composition = {name: float(p) for name, p in zip(DEGRADATIONS, probabilities, strict=True)}
         maps = expit(logits).astype(np.float32)
-        return Composition(composition, maps, (float(scale), float(scale)))
+        noise = self.noise_level(array, layout, norm)
+        return Composition(composition, maps, (float(scale), float(scale)), noise)
 
     def analyze(
         self,
