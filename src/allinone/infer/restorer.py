@@ -69,7 +69,7 @@ class Composition:
     """Image pixels per map cell along Y and X."""
     noise_level: float | None = None
     """The standard deviation of the image's noise in its own intensity units (see
-    `Restorer.noise_level`); None where it cannot be read."""
+    `Restorer._noise_level`); None where it cannot be read."""
 
     def dominant(self, threshold: float = 0.5) -> str | None:
         """The most probable type, or None when none reaches `threshold`."""
@@ -227,7 +227,7 @@ class Restorer:
             logits = self.net.analyze(self._padded(x))
         return float(logits.float().mean(dim=(2, 3))[0, LOW_LIGHT])
 
-    def noise_level(self, array, layout: PlaneLayout, norm: Normalization) -> float | None:
+    def _noise_level(self, array, layout: PlaneLayout, norm: Normalization) -> float | None:
         """The standard deviation of white noise in `array`, in its intensity units: the median
         over the windows of `read_windows` (middle plane) of Donoho's estimate (`noise_sigma`,
         blocks at an integer dtype's ends left out), in `norm`'s network units times its
@@ -462,7 +462,7 @@ class Restorer:
         probabilities = expit(mean_logits)
         composition = {name: float(p) for name, p in zip(DEGRADATIONS, probabilities, strict=True)}
         maps = expit(logits).astype(np.float32)
-        noise = self.noise_level(array, layout, norm)
+        noise = self._noise_level(array, layout, norm)
         return Composition(composition, maps, (float(scale), float(scale)), noise)
 
     def analyze(
