@@ -93,7 +93,8 @@ def _low_light(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Te
     code that adds none): trained only with photon noise, the model read darkness as low light
     only when noisy (a noise-free 10 % exposure read 0.00). The rest get 2000..320 photons at
     full scale and read noise 0.5..2.5/255."""
-    dark = low_light(x, 1 + (0.5 + 2 * s) * rand((x.shape[0],), g, x), 0.6 - 0.45 * s, g, None)
+    gamma = 1 + (0.5 + 2 * s) * rand((x.shape[0],), g, x)
+    dark = low_light(x, gamma, 0.6 - 0.45 * s, g, photons=None)
     noisy = poisson_gaussian_noise(dark, 10 ** (3.3 - 0.8 * s), (0.5 + 2 * s) / 255, g)
     noiseless = rand((x.shape[0],), g, x) < NOISELESS_LOW_LIGHT
     return torch.where(view4(noiseless), torch.round(dark * 255) / 255, noisy)
