@@ -60,6 +60,16 @@ def test_the_noise_level_is_read_past_texture_and_clipped_blocks() -> None:
     assert noise_sigma(white, UNIT).flatten().tolist() == [0.0, 0.0]
 
 
+def test_the_noise_level_leaves_out_blocks_holding_nan_or_infinity() -> None:
+    ramp = torch.linspace(0.2, 0.8, 128)
+    noisy = _noisy(ramp[:, None].expand(1, 1, 128, 128), 0.05)
+    holed = noisy.clone()
+    holed[..., :, :40] = torch.nan
+    holed[..., 100:, 90:] = torch.inf
+    assert noise_sigma(holed).item() == pytest.approx(0.05, rel=0.1)
+    assert noise_sigma(torch.full((1, 1, 8, 8), torch.nan)).item() == 0.0
+
+
 def _bright_sky(value: float, size: int = 96) -> torch.Tensor:
     """(1, 3, size, size): a flat `value` over the right half, a mid-grey ramp on the left."""
     clean = torch.linspace(0.3, 0.6, size).view(1, 1, -1, 1).repeat(1, 3, 1, size)

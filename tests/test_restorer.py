@@ -280,6 +280,16 @@ def test_a_single_row_has_no_noise_level(tiny_restorer) -> None:
     assert tiny_restorer.analyze(random_image((1, 40), np.uint8)).noise_level is None
 
 
+def test_the_noise_level_reads_past_nan_pixels(tiny_restorer) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 5.0, (300, 300)).astype(np.float32)
+    image[rng.random(image.shape) < 0.1] = np.nan
+    image[:, :150] = np.nan  # a mosaic's empty half: its windows do not count
+    assert tiny_restorer.analyze(image, flips=False).noise_level == pytest.approx(5.0, rel=0.1)
+    empty = np.full((64, 64), np.nan, np.float32)
+    assert tiny_restorer.analyze(empty, flips=False).noise_level is None
+
+
 def test_composition_dominant() -> None:
     probabilities = dict.fromkeys(DEGRADATIONS, 0.1)
     composition = Composition(dict(probabilities, blur=0.7, rain=0.6), np.zeros(0), (8.0, 8.0))

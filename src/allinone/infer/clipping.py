@@ -36,18 +36,18 @@ def noise_sigma(x: torch.Tensor, bounds: Bounds | None = None) -> torch.Tensor:
     """(B, 1, 1, 1): the standard deviation of white noise in each image of `x` (B, C, H, W),
     from the median absolute finest-scale Haar diagonal detail (Donoho's estimator), which
     texture and edges barely raise. 2x2 blocks touching `bounds` are left out: clipping flattens
-    them (a CBSD68 photo with bright sky under σ 25 read 20.8 with them, 25.2 without); 0 where
-    every block does."""
+    them (a CBSD68 photo with bright sky under σ 25 read 20.8 with them, 25.2 without); so are
+    blocks holding a NaN or an infinity; 0 where every block is left out."""
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     x = x[..., :h, :w].float()
     corners = torch.stack(
         [x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]]
     )
     detail = ((corners[0] - corners[1] - corners[2] + corners[3]) / 2).abs().flatten(1)
-    if bounds is None:
-        return (detail.median(dim=1).values / MAD_TO_SIGMA).view(-1, 1, 1, 1)
-    inside = ((corners > bounds[0]) & (corners < bounds[1])).all(dim=0).flatten(1)
-    median = _median_of_kept(detail, inside)
+    kept = corners.isfinite()
+    if bounds is not None:
+        kept &= (corners > bounds[0]) & (corners < bounds[1])
+    median = _median_of_kept(detail, kept.all(dim=0).flatten(1))
     return (median / MAD_TO_SIGMA).view(-1, 1, 1, 1)
 
 

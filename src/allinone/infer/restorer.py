@@ -230,14 +230,15 @@ class Restorer:
     def _noise_level(self, array, layout: PlaneLayout, norm: Normalization) -> float | None:
         """The standard deviation of white noise in `array`, in its intensity units: the median
         over the windows of `read_windows` (middle plane) of Donoho's estimate (`noise_sigma`,
-        blocks at an integer dtype's ends left out), in `norm`'s network units times its
-        scale; None for planes thinner than 2 pixels. Texture raises it a little: clean photos
-        read about 1-3 levels of 255."""
+        blocks at an integer dtype's ends or holding NaN left out), in `norm`'s network units
+        times its scale; windows without a finite pixel do not count; None for planes thinner
+        than 2 pixels or without finite pixels. Texture raises it a little: clean photos read
+        about 1-3 levels of 255."""
         bounds = norm.clip_bounds()
         levels = [
             noise_sigma(torch.from_numpy(norm.forward(window)).permute(2, 0, 1)[None], bounds)
             for window in read_windows(array, layout)
-            if min(window.shape[:2]) >= 2
+            if min(window.shape[:2]) >= 2 and np.isfinite(window).any()
         ]
         return float(torch.cat(levels).median()) * norm.scale if levels else None
 
