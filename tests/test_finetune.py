@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from conftest import smoothing_forward
 from scipy.ndimage import gaussian_filter
 
-from allinone.errors import Cancelled, InputError
+from allinone.errors import AllInOneWarning, Cancelled, InputError
 from allinone.infer.normalize import Normalization
 from allinone.infer.restorer import Restorer
 from allinone.train import finetune
@@ -240,3 +241,16 @@ def test_no_improvement_returns_the_original_weights(monkeypatch: pytest.MonkeyP
 def test_bad_inputs(pairs, options: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         _tiny().finetune(pairs, **options)
+
+
+def test_a_pair_on_different_scales_is_warned_about() -> None:
+    degraded, clean = _pair()
+    as_fraction = (clean / 65_535).astype(np.float32)  # the clean one saved in [0, 1]
+    with pytest.warns(
+        AllInOneWarning, match=r"pair 0: .* [\d,]+ times narrower .*float32 and uint16"
+    ):
+        _tiny().finetune([(degraded, as_fraction)], steps=1, **FAST)
+    darker = (clean // 2, clean)  # an exposure change, well within what a pair may hold
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AllInOneWarning)
+        _tiny().finetune([darker], steps=1, **FAST)

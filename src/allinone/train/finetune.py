@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from allinone.errors import Cancelled, InputError
+from allinone.errors import AllInOneWarning, Cancelled, InputError
 from allinone.infer.auto_exposure import choose_scaling
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Bounds, Clipping
@@ -62,6 +63,11 @@ PATIENCE = 5
 NDR_WEIGHT = 0.5
 GRAD_CLIP = 1.0
 MESSAGE = "fine-tuning"
+RESCALED = 100.0
+"""How many times wider or narrower a pair's clean intensity span may be than its degraded one's
+before `_check_pairs` warns: an 8-bit and a 16-bit copy of one image differ 257-fold, counts
+against [0, 1] thousands-fold; noise, blur, haze and rain change the span a few times at most.
+Extreme low light (x100 or more amplification) warns too, rightly saying what will be learnt."""
 
 Rect = tuple[int, int, int, int]
 
@@ -320,8 +326,29 @@ def _check_pairs(pairs) -> list[tuple[np.ndarray, np.ndarray]]:
             )
         check_dtype(degraded.dtype)
         check_dtype(clean.dtype)
+        _warn_if_rescaled(n, degraded, clean)
         checked.append((degraded, clean))
     return checked
+
+
+def _warn_if_rescaled(n: int, degraded: np.ndarray, clean: np.ndarray) -> None:
+    """Warn when the clean image's intensity span (0.1-99.9 percentiles) differs from the
+    degraded one's by more than `RESCALED`: most likely the two were saved on different scales
+    (8 and 16 bits, counts and [0, 1]), which the model would learn as part of the restoration."""
+    spans = [fit_normalization(image, "percentile").scale for image in (degraded, clean)]
+    ratio = spans[1] / spans[0]
+    if max(ratio, 1 / ratio) <= RESCALED:
+        return
+    factor, wider = (ratio, "wider") if ratio > 1 else (1 / ratio, "narrower")
+    warnings.warn(
+        AllInOneWarning(
+            f"pair {n}: the clean image's intensity span is {factor:,.0f} times {wider} than the "
+            f"degraded one's "
+            f"({clean.dtype} and {degraded.dtype}); fine-tuning will learn that rescaling. "
+            "If both show the scene at one exposure, save them on the same scale."
+        ),
+        stacklevel=2,
+    )
 
 
 # --- data ---------------------------------------------------------------------------------------
