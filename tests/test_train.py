@@ -181,6 +181,12 @@ def test_training_logs_finite_losses_and_validates(run_a: Trainer) -> None:
     assert log[-1]["lr"] < log[1]["lr"]  # cosine decay
 
 
+def test_training_runs_channels_last(run_a: Trainer) -> None:
+    # oneDNN's bf16 convolutions, forward and backward, are about a third faster in that layout
+    kernels = [p for p in run_a.net.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+
+
 def test_checkpoint_is_small_pickle_free_shards(run_a: Trainer) -> None:
     folder = run_a.out_dir / "checkpoint"
     state = json.loads((folder / "state.json").read_text())

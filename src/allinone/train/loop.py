@@ -174,7 +174,9 @@ class Trainer:
         self.dist, self.device = init_distributed(torch.device(device))
         stream_seed = config.seed + 2 * self.dist.rank
         torch.manual_seed(config.seed)
-        self.net: AllInOneNet = build_network(config.preset).to(self.device)
+        self.net: AllInOneNet = build_network(config.preset).to(
+            self.device, memory_format=torch.channels_last
+        )
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -236,8 +238,8 @@ class Trainer:
         self.net.train()
         with self._amp():
             terms = self.objective(
-                batch.degraded,
-                clean,
+                batch.degraded.contiguous(memory_format=torch.channels_last),
+                clean.contiguous(memory_format=torch.channels_last),
                 batch.labels,
                 config.degrade_weight_at(self.step),
                 config.composition_weight,
