@@ -343,9 +343,8 @@ def _warn_if_rescaled(n: int, degraded: np.ndarray, clean: np.ndarray) -> None:
     warnings.warn(
         AllInOneWarning(
             f"pair {n}: the clean image's intensity span is {factor:,.0f} times {wider} than the "
-            f"degraded one's "
-            f"({clean.dtype} and {degraded.dtype}); fine-tuning will learn that rescaling. "
-            "If both show the scene at one exposure, save them on the same scale."
+            f"degraded one's ({clean.dtype} and {degraded.dtype}); fine-tuning will learn that "
+            "rescaling. If both show the scene at one exposure, save them on the same scale."
         ),
         stacklevel=2,
     )
