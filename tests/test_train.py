@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from allinone.cli import main
+from allinone.cli import _TrainingPace, main
 from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError
 from allinone.infer.restorer import Restorer
@@ -417,7 +418,7 @@ def test_grey_patches_are_degraded_on_one_channel_then_replicated() -> None:
     assert batch.labels[4:, 3].sum() == 0  # microscopy never has rain
 
 
-def test_cli_train_exports_with_a_description(data: Path, tmp_path: Path) -> None:
+def test_cli_train_exports_with_a_description(data: Path, tmp_path: Path, capsys) -> None:
     config = tmp_path / "tiny.json"
     settings = {k: v for k, v in dataclasses.asdict(CONFIG).items() if k != "steps"}
     config.write_text(json.dumps({**settings, "steps": 1}))
@@ -428,3 +429,14 @@ def test_cli_train_exports_with_a_description(data: Path, tmp_path: Path) -> Non
     card = json.loads((tmp_path / "model.json").read_text())
     assert (card["name"], card["description"]) == ("model", "one step")
     assert card["training"]["steps"] == 1
+    assert re.search(
+        r"step=1 .*val_psnr=.* \([\d.e-]+ s/step, 0:00:00 left\)", capsys.readouterr().err
+    )
+
+
+def test_training_pace_and_time_left() -> None:
+    record = {"step": 200, "lr": 0.001}
+    line = _TrainingPace(100, 1100, None).line(record, elapsed=50.0)
+    assert line == "step=200 lr=0.001 (0.5 s/step, 0:07:30 left)"
+    budget = _TrainingPace(100, 1100, seconds=120.0).line(record, elapsed=50.0)
+    assert budget.endswith("(0.5 s/step, 0:01:10 left)")  # the budget ends first

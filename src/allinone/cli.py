@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -464,7 +466,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             _print_line(
                 f"training {config.preset} from step {trainer.step} to {config.steps}{ranks}"
             )
-        trainer.run(seconds=args.seconds, report=_print_training_record)
+        pace = _TrainingPace(trainer.step, config.steps, args.seconds)
+        trainer.run(seconds=args.seconds, report=pace.report)
         if args.export and trainer.is_main:
             name = Path(args.export).stem
             path = trainer.export(Path(args.export), name=name, description=args.description)
@@ -616,12 +619,38 @@ def _print_line(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _record_text(record: dict) -> str:
+    return " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+    )
+
+
 def _print_training_record(record: dict) -> None:
     if "val_psnr" in record or record["step"] % 50 == 0:
-        text = " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-        )
-        print(text, file=sys.stderr, flush=True)
+        print(_record_text(record), file=sys.stderr, flush=True)
+
+
+class _TrainingPace:
+    """Prints a training run's records (every 50th step and each validation) with its pace and
+    the time left, to the last step or to the `seconds` budget, whichever comes first."""
+
+    def __init__(self, step: int, until: int, seconds: float | None) -> None:
+        self.first, self.until, self.seconds = step, until, seconds
+        self.start = time.monotonic()
+
+    def line(self, record: dict, elapsed: float) -> str:
+        """The record, then its seconds a step so far and the time left."""
+        per_step = elapsed / max(1, record["step"] - self.first)
+        left = (self.until - record["step"]) * per_step
+        if self.seconds is not None:
+            left = min(left, max(0.0, self.seconds - elapsed))
+        clock = dt.timedelta(seconds=round(left))
+        return f"{_record_text(record)} ({per_step:.3g} s/step, {clock} left)"
+
+    def report(self, record: dict) -> None:
+        """`Trainer.run`'s report callback."""
+        if "val_psnr" in record or record["step"] % 50 == 0:
+            _print_line(self.line(record, time.monotonic() - self.start))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
