@@ -598,7 +598,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             result = stop.value
             break
         if "val_psnr" in update.metrics:
-            _print_training_record(update.metrics)
+            _print_line(_record_text(update.metrics))
     path = result.save(output)
     summary = {
         "output": str(path),
@@ -623,11 +623,6 @@ def _record_text(record: dict) -> str:
     return " ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
     )
-
-
-def _print_training_record(record: dict) -> None:
-    if "val_psnr" in record or record["step"] % 50 == 0:
-        print(_record_text(record), file=sys.stderr, flush=True)
 
 
 class _TrainingPace:
