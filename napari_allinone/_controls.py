@@ -219,8 +219,8 @@ SCALING_TIP = (
     "How intensities reach the model. Keep exposure stretches the data's 0.1-99.9 percentiles "
     "and maps the result back, never brighter than the input, so a dim fluorescence image is "
     "denoised, never brightened. Correct exposure uses the dtype's full range, so the model may "
-    "brighten an under-exposed image. Auto keeps the exposure unless the model reads an 8-bit "
-    "colour photo as under-exposed throughout."
+    "brighten an under-exposed image. Auto keeps the exposure, except that the darkening of an "
+    "8-bit colour photo read as under-exposed is undone first."
 )
 
 

@@ -1,4 +1,4 @@
-"""`scaling="auto"`: the exposure is corrected only for 8-bit colour photos that read dark."""
+"""`scaling="auto"`: an 8-bit colour photo's under-exposure is undone, anything else kept."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from skimage import data
 
 from allinone import Restorer
 from allinone.errors import AllInOneWarning
-from allinone.infer.auto_exposure import (
-    choose_scaling,
-    probe_windows,
-    reads_under_exposed,
-)
+from allinone.infer.auto_exposure import choose_normalization, photo_overview, probe_windows
 from allinone.infer.axes import PlaneLayout
+from allinone.tone_curve import ToneCurve
 from allinone.train.finetune import _samples
+
+DARKENED = ToneCurve(0.25, 1.0)
+"""A curve that brightens everything by two stops."""
+UNCHANGED = ToneCurve(1.0, 1.0)
 
 
 def photo(height: int = 96, width: int = 80, level: int = 120, seed: int = 0) -> np.ndarray:
@@ -22,17 +23,17 @@ def photo(height: int = 96, width: int = 80, level: int = 120, seed: int = 0) ->
     return rng.integers(level - 20, level + 20, (height, width, 3)).astype(np.uint8)
 
 
-def reader(dark_below: float = 60.0):
-    """A stand-in head: low-light logit +5 for a window darker than `dark_below` on average,
-    else -5; it records the windows it was shown."""
+def estimator(dark_below: float = 60 / 255):
+    """A stand-in estimator: `DARKENED` for an overview darker than `dark_below` on average,
+    else `UNCHANGED`; it records the overviews it was shown."""
     seen: list[np.ndarray] = []
 
-    def read(window: np.ndarray) -> float:
-        seen.append(window)
-        return 5.0 if window.mean() < dark_below else -5.0
+    def estimate(view: np.ndarray) -> ToneCurve:
+        seen.append(view)
+        return DARKENED if view.mean() < dark_below else UNCHANGED
 
-    read.seen = seen
-    return read
+    estimate.seen = seen
+    return estimate
 
 
 def test_the_windows_cover_the_plane_evenly() -> None:
@@ -48,73 +49,84 @@ def test_a_small_plane_is_read_whole() -> None:
     assert probe_windows((40, 100), window=128, grid=3) == [(slice(0, 40), slice(0, 100))]
 
 
-@pytest.mark.parametrize(
-    ("logits", "expected"),
-    [
-        ([4.0] * 9, True),
-        ([4.0] * 8 + [-1.0], True),  # 8 of 9 agree, overall still sure
-        ([4.0] * 7 + [-1.0] * 2, False),  # a quarter disagree: sparse dark-by-nature scene
-        ([1.5] * 9, False),  # all agree, but p = 0.82 < 0.9
-    ],
-)
-def test_under_exposure_needs_a_sure_and_consistent_reading(logits, expected) -> None:
-    assert reads_under_exposed(np.array(logits)) is expected
+def test_the_overview_holds_block_means_of_the_whole_plane() -> None:
+    image = photo(height=1000, width=300)
+    view = photo_overview(image, PlaneLayout.of(image.shape, "YXC"))
+    assert view.shape == (63, 19, 3)  # blocks of 16, partial ones at the edges
+    np.testing.assert_allclose(view[0, 0], image[:16, :16].mean(axis=(0, 1)) / 255, rtol=1e-5)
+    np.testing.assert_allclose(view[-1, -1], image[992:, 288:].mean(axis=(0, 1)) / 255, rtol=1e-5)
 
 
-def test_explicit_scalings_and_non_photos_never_ask_the_network() -> None:
-    read = reader()
+def test_explicit_scalings_and_non_photos_never_ask_the_estimator() -> None:
+    estimate = estimator()
     dark = photo(level=30)
     layout = PlaneLayout.of(dark.shape, "YXC")
-    assert choose_scaling(dark, layout, "range", read) == "range"
-    assert choose_scaling(dark, layout, "percentile", read) == "percentile"
+    assert choose_normalization(dark, layout, "range", estimate).scale == 255
+    assert choose_normalization(dark, layout, "percentile", estimate).keep_exposure
     sixteen = dark.astype(np.uint16)
-    assert choose_scaling(sixteen, layout, "auto", read) == "percentile"
+    assert choose_normalization(sixteen, layout, "auto", estimate).curve is None
     grey = dark[..., 0]
-    assert choose_scaling(grey, PlaneLayout.of(grey.shape, "YX"), "auto", read) == "percentile"
-    assert read.seen == []
+    assert (
+        choose_normalization(grey, PlaneLayout.of(grey.shape, "YX"), "auto", estimate).curve is None
+    )
+    assert estimate.seen == []
 
 
-def test_an_under_exposed_photo_is_corrected_with_a_warning() -> None:
+def test_an_under_exposed_photo_is_undone_with_a_warning() -> None:
     dark = photo(level=30)
-    with pytest.warns(AllInOneWarning, match="under-exposed"):
-        assert choose_scaling(dark, PlaneLayout.of(dark.shape, "YXC"), "auto", reader()) == "range"
+    with pytest.warns(AllInOneWarning, match="under-exposed \\(by 2.0 stops"):
+        norm = choose_normalization(dark, PlaneLayout.of(dark.shape, "YXC"), "auto", estimator())
+    assert norm.curve == DARKENED and norm.keep_exposure
+    np.testing.assert_allclose(norm.forward(dark), dark / 255 * 4, rtol=1e-5)
+    assert norm.inverse(np.float32([0.5])) == 128  # linear back: the result stays brightened
 
 
 def test_a_well_exposed_photo_keeps_its_exposure(recwarn) -> None:
     bright = photo(level=120)
-    layout = PlaneLayout.of(bright.shape, "YXC")
-    assert choose_scaling(bright, layout, "auto", reader()) == "percentile"
+    norm = choose_normalization(bright, PlaneLayout.of(bright.shape, "YXC"), "auto", estimator())
+    assert norm.curve is None and norm.keep_exposure
+    assert not [w for w in recwarn if issubclass(w.category, AllInOneWarning)]
+
+
+def test_a_slight_brightening_is_not_a_correction(recwarn) -> None:
+    bright = photo(level=120)
+    slight = lambda view: ToneCurve(0.8, 1.0)  # noqa: E731  (0.32 stops)
+    norm = choose_normalization(bright, PlaneLayout.of(bright.shape, "YXC"), "auto", slight)
+    assert norm.curve is None
     assert not [w for w in recwarn if issubclass(w.category, AllInOneWarning)]
 
 
 def test_a_stack_is_judged_on_its_middle_plane_in_colour_only() -> None:
     stack = np.stack([photo(level=120), photo(level=30), photo(level=120)])
     rgba = np.concatenate([stack, np.full((*stack.shape[:3], 1), 255, np.uint8)], axis=-1)
-    read = reader()
+    estimate = estimator()
     with pytest.warns(AllInOneWarning):
-        assert choose_scaling(rgba, PlaneLayout.of(rgba.shape, "ZYXC"), "auto", read) == "range"
-    assert all(window.shape[-1] == 3 and window.mean() < 60 for window in read.seen)
+        norm = choose_normalization(rgba, PlaneLayout.of(rgba.shape, "ZYXC"), "auto", estimate)
+    assert norm.curve == DARKENED
+    (view,) = estimate.seen  # the middle plane's overview, alpha dropped
+    assert view.shape == (48, 40, 3) and view.mean() == pytest.approx(30 / 255, rel=0.05)
 
 
-def test_restore_uses_the_chosen_scaling(tiny_restorer, monkeypatch) -> None:
+def test_restore_undoes_the_estimated_darkening(tiny_restorer, monkeypatch) -> None:
     dark = photo(level=30)
-    monkeypatch.setattr(Restorer, "low_light_logit", lambda self, window: 5.0)
+    monkeypatch.setattr(Restorer, "exposure_curve", lambda self, view: DARKENED)
     with pytest.warns(AllInOneWarning):
         corrected = tiny_restorer.restore(dark)
-    np.testing.assert_array_equal(corrected, tiny_restorer.restore(dark, scaling="range"))
-    monkeypatch.setattr(Restorer, "low_light_logit", lambda self, window: -5.0)
+    assert 3.5 < corrected.mean() / dark.mean() < 4.5
+    monkeypatch.setattr(Restorer, "exposure_curve", lambda self, view: UNCHANGED)
     kept = tiny_restorer.restore(dark)
     np.testing.assert_array_equal(kept, tiny_restorer.restore(dark, scaling="percentile"))
-    assert not np.array_equal(corrected, kept)
 
 
-def test_finetuning_scales_pairs_as_restore_does() -> None:
+def test_finetuning_undoes_the_darkening_of_the_degraded_image_only() -> None:
     dark, clean = photo(level=30), photo(level=120)
-    pairs = [(dark, clean)]
     with pytest.warns(AllInOneWarning):
-        corrected = _samples(pairs, "YXC", None, 0.2, "auto", lambda window: 5.0)
-    kept = _samples(pairs, "YXC", None, 0.2, "auto", lambda window: -5.0)
-    assert not corrected[0].keep_exposure and kept[0].keep_exposure
+        (corrected,) = _samples([(dark, clean)], "YXC", None, 0.2, "auto", lambda view: DARKENED)
+    degraded, target = (np.asarray(part) for part in corrected.train)
+    assert degraded.mean() == pytest.approx(4 * 30 / 255, rel=0.02)
+    assert target.mean() == pytest.approx(120 / 255, rel=0.02)
+    (kept,) = _samples([(dark, clean)], "YXC", None, 0.2, "auto", lambda view: UNCHANGED)
+    assert kept.keep_exposure and corrected.keep_exposure
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +134,22 @@ def shipped() -> Restorer:
     return Restorer.from_pretrained("default", device="cpu")
 
 
-def test_the_shipped_model_tells_an_under_exposed_photo_from_a_dark_or_noisy_one(shipped) -> None:
+def test_the_shipped_estimator_tells_an_under_exposed_photo_from_a_dark_or_noisy_one(
+    shipped,
+) -> None:
     clean = data.astronaut()
     layout = PlaneLayout.of(clean.shape, "YXC")
     rng = np.random.default_rng(0)
     under = np.clip(255 * (clean / 255) ** 2.5 * 0.375 + rng.normal(0, 2, clean.shape), 0, 255)
+    three_stops = 255 * (clean / 255) * 2 ** (-3 / 2.2)
     noisy = np.clip(clean + rng.normal(0, 50, clean.shape), 0, 255)
-    choose = lambda image: choose_scaling(image, layout, "auto", shipped.low_light_logit)  # noqa: E731
+
+    def curve(image: np.ndarray) -> ToneCurve | None:
+        return choose_normalization(image, layout, "auto", shipped.exposure_curve).curve
+
     with pytest.warns(AllInOneWarning):
-        assert choose(np.rint(under).astype(np.uint8)) == "range"
-    assert choose(clean) == "percentile"
-    assert choose(np.rint(noisy).astype(np.uint8)) == "percentile"
-    assert choose(data.hubble_deep_field()) == "percentile"
+        assert curve(np.rint(under).astype(np.uint8)) is not None
+    with pytest.warns(AllInOneWarning):
+        assert curve(np.rint(three_stops).astype(np.uint8)) is not None
+    assert curve(clean) is None
+    assert curve(np.rint(noisy).astype(np.uint8)) is None

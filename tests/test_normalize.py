@@ -10,6 +10,7 @@ import pytest
 from allinone.errors import InputError
 from allinone.infer import normalize
 from allinone.infer.normalize import Normalization, check_dtype, fit_normalization
+from allinone.tone_curve import ToneCurve
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -121,6 +122,16 @@ def test_float16_inverse_saturates_instead_of_overflowing() -> None:
         back = norm.inverse(np.array([1e6, -1e6], dtype=np.float32))
     assert np.all(np.isfinite(back))
     assert back[0] == np.finfo(np.float16).max and back[1] == np.finfo(np.float16).min
+
+
+def test_a_tone_curve_is_undone_on_the_way_in_only() -> None:
+    curve = ToneCurve(0.25, 2.0)
+    norm = Normalization(0.0, 255.0, np.dtype(np.uint8), keep_exposure=True, curve=curve)
+    values = np.array([0, 16, 64], dtype=np.uint8)
+    np.testing.assert_allclose(norm.forward(values), np.sqrt(values / 255 / 0.25), rtol=1e-6)
+    np.testing.assert_array_equal(norm.inverse(np.array([0.5, 1.0])), [128, 255])
+    assert norm.clip_bounds() == pytest.approx((0.0, 2.0))
+    assert curve.stops(0.25) == pytest.approx(2.0)
 
 
 def test_integer_inverse_clips_to_the_dtype_range() -> None:

@@ -14,6 +14,7 @@ from allinone.infer.normalize import fit_normalization
 from allinone.infer.pipeline import PlaneSource, finite_median, run_tiles
 from allinone.infer.restorer import Restorer
 from allinone.infer.tiling import TileGrid
+from allinone.tone_curve import ToneCurve
 
 
 def _stand_in_of(value: int) -> int:
@@ -68,9 +69,10 @@ def test_memory_depends_on_the_tile_not_the_image(tmp_path, monkeypatch):
 
 
 def test_colour_memory_with_the_scene_pass_depends_on_the_tile(tmp_path, monkeypatch, haze_pass):
-    """The scene-scale overview of a colour plane is built from row chunks too."""
+    """The scene-scale and exposure overviews of a colour plane are built from row chunks too."""
     restorer = Restorer.from_pretrained("tiny", device="cpu")
     monkeypatch.setattr(restorer, "_restore_forward", _stand_in)
+    monkeypatch.setattr(restorer, "exposure_curve", lambda view: ToneCurve(1.0, 1.0))
     monkeypatch.setattr(restorer, "_scene_pass", haze_pass(50.0))
     short, dehazed = _peak_bytes(restorer, tmp_path, 2048, 1024, channels=3)
     tall, value = _peak_bytes(restorer, tmp_path, 16384, 1024, channels=3)

@@ -112,8 +112,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=SCALINGS,
         default="auto",
         help="intensity scaling: percentile keeps the exposure (microscopy), range lets the model "
-        "correct it (under-exposed images); auto = range for an 8-bit colour photo that reads as "
-        "under-exposed, else percentile",
+        "correct it (under-exposed images); auto = percentile, after undoing the darkening of an "
+        "8-bit colour photo that reads as under-exposed",
     )
 
 
@@ -204,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seconds", type=float, metavar="S", help="stop (resumably) after S s")
     train.add_argument("--export", metavar="PATH", help="save the model here when done")
     train.add_argument("--description", default="", help="the exported model card's description")
+
+    exposure = commands.add_parser(
+        "train-exposure",
+        help="train the exposure estimator that auto scaling uses on 8-bit colour photos",
+        description="Train the exposure estimator (allinone.models.exposure) on the training "
+        "photos, on the CPU (a few minutes), and save it as safetensors.",
+    )
+    exposure.add_argument("--out", required=True, metavar="PATH", help="the .safetensors to write")
+    exposure.add_argument("--data", metavar="DIR", help="data folder (default: $ALLINONE_DATA)")
+    exposure.add_argument("--steps", type=_positive_int, default=3000, metavar="N")
+    exposure.add_argument("--seed", type=int, default=0, metavar="N")
 
     evaluate = commands.add_parser(
         "eval",
@@ -477,6 +488,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_exposure(args: argparse.Namespace) -> int:
+    from allinone.models.exposure import save_estimator
+    from allinone.train.data import data_root
+    from allinone.train.exposure import train_from_data
+
+    def report(record) -> None:
+        _print_line(f"step {record.step} loss={record.loss:.4f} val_psnr={record.val_psnr:.2f}")
+
+    root = data_root(args.data)
+    net, training = train_from_data(root, args.steps, seed=args.seed, on_record=report)
+    _print_line(f"saved {save_estimator(net, Path(args.out), training)}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from allinone.evaluate import Context, evaluate, parse_tasks, provenance, to_markdown
     from allinone.infer.restorer import Restorer
@@ -653,6 +678,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "analyze": _cmd_analyze,
     "models": _cmd_models,
     "train": _cmd_train,
+    "train-exposure": _cmd_train_exposure,
     "eval": _cmd_eval,
     "batch": _cmd_batch,
     "finetune": _cmd_finetune,

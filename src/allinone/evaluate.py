@@ -18,8 +18,9 @@ images are 8-bit; PSNR and SSIM are computed on uint8 RGB (or grey) arrays with 
   baseline: Richardson-Lucy with the true kernel.
 - lowlight: CBSD68 under `low_light` at severity 0.5 of the training sampler (its largest
   gamma, with photon noise), and CBSD68 3 stops under-exposed in linear light with no noise
-  (`underexpose`), both restored as any other image (``scaling="auto"``, which corrects the
-  exposure of a photo that reads under-exposed, `allinone.infer.auto_exposure`); baseline: CLAHE.
+  (`underexpose`), both restored as any other image (``scaling="auto"``, which undoes the
+  darkening the exposure estimator reads in a colour photo, `allinone.infer.auto_exposure`);
+  baseline: CLAHE.
 - fmd: real confocal noise, FMD BPAE_B fields 2-6; baselines: the input, BM3D with an
   estimated sigma (NL-means when `bm3d` is missing).
 - composition: `Restorer.analyze` (flip-averaged, its default) on 256x256 CBSD68 crops with single

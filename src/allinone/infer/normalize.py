@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from allinone.errors import InputError
+from allinone.tone_curve import ToneCurve
 
 LOW_PERCENTILE = 0.1
 HIGH_PERCENTILE = 99.9
@@ -19,18 +20,23 @@ class Normalization:
     """`x -> (x - offset) / scale` into the network's range, and back to `dtype`.
 
     `keep_exposure` (percentile scaling) asks the Restorer never to brighten the image
-    (`allinone.infer.exposure`)."""
+    (`allinone.infer.exposure`). With a `curve`, the forward map also undoes that under-exposure
+    (`ToneCurve.undo`) and the inverse stays linear: the result comes back brightened."""
 
     offset: float
     scale: float
     dtype: np.dtype
     keep_exposure: bool = False
+    curve: ToneCurve | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Scale to float32 network units (values too far out to scale become +-inf)."""
         with np.errstate(over="ignore"):
             values = (np.asarray(x, dtype=np.float64) - self.offset) / self.scale
-            return values.astype(np.float32)
+            return self._undone(values.astype(np.float32))
+
+    def _undone(self, values: np.ndarray) -> np.ndarray:
+        return values if self.curve is None else self.curve.undo(values)
 
     def clip_bounds(self) -> tuple[float, float] | None:
         """Where an integer image's values were clipped (its dtype's ends) in network units;
@@ -38,9 +44,9 @@ class Normalization:
         if not np.issubdtype(self.dtype, np.integer):
             return None
         info = np.iinfo(self.dtype)
-        low = (float(info.min) - self.offset) / self.scale
-        high = (float(info.max) - self.offset) / self.scale
-        return low, high
+        ends = (np.array([info.min, info.max], dtype=np.float64) - self.offset) / self.scale
+        low, high = self._undone(ends)
+        return float(low), float(high)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Back to the source dtype: rounded and clipped for integers, exact for floats."""
@@ -113,8 +119,9 @@ def fit_normalization(array, scaling: str = "auto") -> Normalization:
     - ``"auto"``: ``"percentile"`` here. Letting a blind model correct exposure by default made
       it brighten the dark parts of plain noisy photos (its low-light correction firing locally:
       σ 25 astronaut 20.9 dB in, 20.0 out with ``"range"``, 24.0 with ``"percentile"``). The
-      Restorer resolves ``"auto"`` before calling this: ``"range"`` for an 8-bit colour photo its
-      network reads as under-exposed (`allinone.infer.auto_exposure`).
+      Restorer resolves ``"auto"`` before calling this: an 8-bit colour photo that its exposure
+      estimator reads as under-exposed gets a normalisation that undoes the darkening
+      (`allinone.infer.auto_exposure`).
     """
     dtype = check_dtype(array.dtype)
     scaling = check_scaling(scaling)

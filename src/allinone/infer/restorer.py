@@ -17,7 +17,7 @@ from scipy.special import expit
 
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
-from allinone.infer.auto_exposure import choose_scaling, is_photo, read_windows
+from allinone.infer.auto_exposure import choose_normalization, is_photo, read_windows
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Clipping, noise_sigma
 from allinone.infer.ensemble import FLIPS, self_ensemble
@@ -44,6 +44,8 @@ from allinone.infer.pipeline import (
 from allinone.infer.scene import HAZE, SceneTone, has_overview, plane_overview, scene_tone
 from allinone.infer.tiling import TileGrid, round_up
 from allinone.models import AllInOneNet, Preset, build_network
+from allinone.models.exposure import ExposureNet, load_estimator
+from allinone.tone_curve import ToneCurve
 from allinone.types import DEGRADATIONS
 from allinone.weights import ModelCard, find_model, load_state, read_card, save_model
 
@@ -51,8 +53,6 @@ if TYPE_CHECKING:
     from allinone.train.finetune import FinetuneResult
 
 __all__ = ["Composition", "Progress", "Restorer"]
-
-LOW_LIGHT = DEGRADATIONS.index("low_light")
 
 ProgressCallback = Callable[[int, int], None] | None
 
@@ -218,14 +218,15 @@ class Restorer:
             output = self.net(self._padded(x))
         return output.restored[..., :h, :w].float().cpu(), output.logits.float().cpu()
 
-    def low_light_logit(self, window: np.ndarray) -> float:
-        """The composition head's low-light logit for one (h, w, 3) window, by its dtype's range
-        (as `analyze` reads a photo), averaged over the window."""
-        values = fit_normalization(window, "range").forward(window)
-        x = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))[None]
-        with torch.inference_mode(), self._autocast():
-            logits = self.net.analyze(self._padded(x))
-        return float(logits.float().mean(dim=(2, 3))[0, LOW_LIGHT])
+    @functools.cached_property
+    def exposure_estimator(self) -> ExposureNet:
+        """The shipped exposure estimator (`allinone.models.exposure`), on the CPU."""
+        return load_estimator()
+
+    def exposure_curve(self, view: np.ndarray) -> ToneCurve:
+        """The darkening the exposure estimator reads in an (h, w, 3) overview in [0, 1]."""
+        x = torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1), dtype=np.float32))
+        return self.exposure_estimator.curve(x[None])
 
     def _noise_level(self, array, layout: PlaneLayout, norm: Normalization) -> float | None:
         """The standard deviation of white noise in `array`, in its intensity units: the median
@@ -313,8 +314,9 @@ class Restorer:
         `scaling` maps intensities to the network's range (see `fit_normalization`):
         ``"percentile"`` keeps the exposure (the result is never brighter than the input,
         locally), ``"range"`` lets the model correct an under-exposed image, ``"auto"`` is
-        ``"range"`` for an 8-bit colour photo the network reads as under-exposed (with an
-        `AllInOneWarning`; `allinone.infer.auto_exposure`), else ``"percentile"``. `ensemble`
+        ``"percentile"`` after undoing the darkening of an 8-bit colour photo that the exposure
+        estimator reads as under-exposed (with an `AllInOneWarning`;
+        `allinone.infer.auto_exposure`). `ensemble`
         averages the eight flips and rotations of every tile (`allinone.infer.ensemble`):
         better, 8x slower.
         `scene_haze` first removes haze judged on a small overview of each plane
@@ -324,8 +326,7 @@ class Restorer:
         check_scaling(scaling)
         layout, grid = self._plan(array.shape, axes, tile, overlap)
         out = _output_for(array, out)
-        scaling = choose_scaling(array, layout, scaling, self.low_light_logit)
-        norm = fit_normalization(array, scaling)
+        norm = choose_normalization(array, layout, scaling, self.exposure_curve)
         return (
             yield from self._restore_with(
                 array, layout, grid, norm, out, cancel, ensemble, scene_haze
@@ -379,8 +380,7 @@ class Restorer:
         check_dtype(array.dtype)
         check_scaling(scaling)
         layout, _ = self._plan(array.shape, axes, tile, overlap)
-        scaling = choose_scaling(array, layout, scaling, self.low_light_logit)
-        norm = fit_normalization(array, scaling)
+        norm = choose_normalization(array, layout, scaling, self.exposure_curve)
         planes = array.rechunk({i: -1 for i in range(array.ndim) if i not in layout.lead_axes})
         lock = threading.Lock()
 

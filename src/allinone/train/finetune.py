@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from allinone.errors import AllInOneWarning, Cancelled, InputError
-from allinone.infer.auto_exposure import choose_scaling
+from allinone.infer.auto_exposure import choose_normalization
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Bounds, Clipping
 from allinone.infer.exposure import never_brighter, tone_kept
@@ -43,6 +43,7 @@ from allinone.infer.normalize import (
 from allinone.infer.pipeline import Progress, is_cancelled
 from allinone.infer.restorer import Restorer
 from allinone.models import AllInOneNet
+from allinone.tone_curve import ToneCurve
 
 __all__ = ["ADAPT_PREFIXES", "FinetuneResult", "finetune_steps"]
 
@@ -219,7 +220,7 @@ def finetune_steps(
     _check_options(val_fraction, lr, adapt, patch_size, batch_size)
     check_scaling(scaling)
     checked = _check_pairs(pairs)
-    samples = _samples(checked, axes, rois, val_fraction, scaling, restorer.low_light_logit)
+    samples = _samples(checked, axes, rois, val_fraction, scaling, restorer.exposure_curve)
     patch = _patch_size(samples, patch_size)
     net = copy.deepcopy(restorer.net)
     params = _select(net, adapt)
@@ -359,30 +360,30 @@ def _samples(
     rois: Sequence[Rect] | None,
     val_fraction: float,
     scaling: str,
-    read_low_light: Callable[[np.ndarray], float],
+    estimate: Callable[[np.ndarray], ToneCurve],
 ) -> list[_Sample]:
     """Every region of every plane of every pair, split into training and validation parts;
-    ``"auto"`` scaling resolved as `restore` resolves it (`choose_scaling`, with
-    `read_low_light`)."""
+    ``"auto"`` scaling resolved as `restore` resolves it (`choose_normalization`, with the
+    exposure estimator `estimate`)."""
     if rois is not None and len(rois) == 0:
         raise InputError("rois is empty: give at least one rectangle, or None for whole images")
     samples = []
     for degraded, clean in pairs:
         layout = PlaneLayout.of(degraded.shape, axes)
-        norm = fit_normalization(
-            degraded, choose_scaling(degraded, layout, scaling, read_low_light)
-        )
+        norm = choose_normalization(degraded, layout, scaling, estimate)
+        norms = norm, dataclasses.replace(norm, curve=None)  # the target is not under-exposed
         regions = _regions(layout.plane_shape, rois)
         splits = [_split(region, val_fraction) for region in regions]
         for index in layout.indices():
-            planes = layout.get(degraded, index), layout.get(clean, index)
+            images = layout.get(degraded, index), layout.get(clean, index)
+            planes = list(zip(images, norms, strict=True))
             for train, val in splits:
                 samples.append(
                     _Sample(
-                        train=tuple(_normalised(p, train, norm) for p in planes),
+                        train=tuple(_normalised(p, train, n) for p, n in planes),
                         val=None
                         if val is None
-                        else tuple(_normalised(p, val, norm) for p in planes),
+                        else tuple(_normalised(p, val, n) for p, n in planes),
                         keep_exposure=norm.keep_exposure,
                         bounds=norm.clip_bounds(),
                     )
