@@ -199,7 +199,12 @@ class CompositionWidget(JobWidget):
         self.chart.set_values(self.probabilities)
         level = composition.noise_level
         noise = "unknown" if level is None else f"σ {level:.3g} (image units)"
-        self.noise.setText(f"Noise level: {noise}")
+        lines = [f"Noise level: {noise}"]
+        if composition.under_exposure is not None:
+            from allinone.infer.auto_exposure import describe  # loads torch: not at start-up
+
+            lines.append(f"Exposure: {describe(composition.under_exposure)}")
+        self.noise.setText("\n".join(lines))
         if self.settings.add_maps:
             self._add_maps(source, region, composition)
 

@@ -8,7 +8,12 @@ from skimage import data
 
 from allinone import Restorer
 from allinone.errors import AllInOneWarning
-from allinone.infer.auto_exposure import choose_normalization, photo_overview, probe_windows
+from allinone.infer.auto_exposure import (
+    choose_normalization,
+    describe,
+    photo_overview,
+    probe_windows,
+)
 from allinone.infer.axes import PlaneLayout
 from allinone.tone_curve import ToneCurve
 from allinone.train.finetune import _samples
@@ -127,6 +132,17 @@ def test_finetuning_undoes_the_darkening_of_the_degraded_image_only() -> None:
     assert target.mean() == pytest.approx(120 / 255, rel=0.02)
     (kept,) = _samples([(dark, clean)], "YXC", None, 0.2, "auto", lambda view: UNCHANGED)
     assert kept.keep_exposure and corrected.keep_exposure
+
+
+def test_analyze_reports_the_under_exposure_of_photos_only(tiny_restorer, monkeypatch) -> None:
+    monkeypatch.setattr(Restorer, "exposure_curve", lambda self, view: DARKENED)
+    dark = photo(level=30)
+    stops = tiny_restorer.analyze(dark, flips=False).under_exposure
+    assert stops == pytest.approx(2.0)
+    assert describe(stops) == "2.0 stops under: auto restore corrects it"
+    assert describe(0.3).startswith("kept (reads 0.3 stops under")
+    assert tiny_restorer.analyze(dark[..., 0], flips=False).under_exposure is None
+    assert tiny_restorer.analyze(dark.astype(np.uint16), flips=False).under_exposure is None
 
 
 @pytest.fixture(scope="module")

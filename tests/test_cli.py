@@ -185,8 +185,15 @@ def test_analyze_json(tmp_path: Path, capsys) -> None:
     code, out, err = _run(capsys, "analyze", source, *TINY, "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert set(report) == {"input", "model", "composition", "dominant", "noise_level"}
-    assert report["noise_level"] >= 0
+    assert set(report) == {
+        "input",
+        "model",
+        "composition",
+        "dominant",
+        "noise_level",
+        "under_exposure_stops",
+    }
+    assert report["noise_level"] >= 0 and report["under_exposure_stops"] >= 0
     assert report["input"] == str(source) and report["model"] == "tiny"
     assert list(report["composition"]) == list(DEGRADATIONS)
     assert all(0.0 <= p <= 1.0 for p in report["composition"].values())

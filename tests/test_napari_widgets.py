@@ -178,6 +178,7 @@ def test_composition_values_and_maps(viewer, qtbot) -> None:
     assert all(0.0 <= p <= 1.0 for p in widget.probabilities.values())
     assert widget.chart.values == widget.probabilities
     assert widget.noise.text().startswith("Noise level: σ ")
+    assert "Exposure" not in widget.noise.text()  # judged for 8-bit colour photos only
     maps = [layer for layer in viewer.layers if "map]" in layer.name]
     assert len(maps) == 6
     assert maps[0].data.ndim == 2

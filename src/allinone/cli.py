@@ -445,6 +445,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             "composition": probabilities,
             "dominant": dominant,
             "noise_level": composition.noise_level,
+            "under_exposure_stops": composition.under_exposure,
         }
         print(json.dumps(report))
     else:
@@ -753,6 +754,10 @@ def _composition_table(
     level = composition.noise_level
     noise = "unknown" if level is None else f"sigma {level:.3g} (in the image's units)"
     lines.append(f"noise level: {noise}")
+    if composition.under_exposure is not None:
+        from allinone.infer.auto_exposure import describe
+
+        lines.append(f"exposure: {describe(composition.under_exposure)}")
     lines.append(f"dominant: {dominant or f'none (all below {DOMINANT_THRESHOLD:.2f})'}")
     return "\n".join(lines)
 

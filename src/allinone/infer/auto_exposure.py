@@ -102,6 +102,23 @@ def photo_overview(array, layout: PlaneLayout) -> np.ndarray:
     return overview(chunks, width, factor) / 255.0
 
 
+def under_exposure(
+    array, layout: PlaneLayout, estimate: Callable[[np.ndarray], ToneCurve]
+) -> tuple[ToneCurve, float]:
+    """The darkening that `estimate` reads in the `photo_overview` of an 8-bit colour `array`,
+    and how many stops undoing it brightens the overview at its `LEVEL` quantile."""
+    view = photo_overview(array, layout)
+    curve = estimate(view)
+    return curve, curve.stops(max(float(np.quantile(view.mean(axis=2), LEVEL)), 1 / 255))
+
+
+def describe(stops: float) -> str:
+    """What `under_exposure`'s `stops` mean for a restore with ``"auto"`` scaling, in words."""
+    if stops < STOPS:
+        return f"kept (reads {stops:.1f} stops under; auto restore corrects from {STOPS:g})"
+    return f"{stops:.1f} stops under: auto restore corrects it"
+
+
 def choose_normalization(
     array, layout: PlaneLayout, scaling: str, estimate: Callable[[np.ndarray], ToneCurve]
 ) -> Normalization:
@@ -113,9 +130,7 @@ def choose_normalization(
         return fit_normalization(array, scaling)
     if not is_photo(array.dtype, layout):
         return fit_normalization(array, "percentile")
-    view = photo_overview(array, layout)
-    curve = estimate(view)
-    brightening = curve.stops(max(float(np.quantile(view.mean(axis=2), LEVEL)), 1 / 255))
+    curve, brightening = under_exposure(array, layout, estimate)
     if brightening < STOPS:
         return fit_normalization(array, "percentile")
     warnings.warn(

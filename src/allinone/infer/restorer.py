@@ -17,7 +17,12 @@ from scipy.special import expit
 
 from allinone.devices import resolve_device, resolve_precision
 from allinone.errors import Cancelled, InputError, ModelFileError
-from allinone.infer.auto_exposure import choose_normalization, is_photo, read_windows
+from allinone.infer.auto_exposure import (
+    choose_normalization,
+    is_photo,
+    read_windows,
+    under_exposure,
+)
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Clipping, noise_sigma
 from allinone.infer.ensemble import FLIPS, self_ensemble
@@ -70,6 +75,10 @@ class Composition:
     noise_level: float | None = None
     """The standard deviation of the image's noise in its own intensity units (see
     `Restorer._noise_level`); None where it cannot be read."""
+    under_exposure: float | None = None
+    """For an 8-bit colour photo, the stops by which undoing the darkening that the exposure
+    estimator reads would brighten it (`allinone.infer.auto_exposure.under_exposure`; restore's
+    ``"auto"`` corrects from `STOPS`); None for other images."""
 
     def dominant(self, threshold: float = 0.5) -> str | None:
         """The most probable type, or None when none reaches `threshold`."""
@@ -464,7 +473,12 @@ class Restorer:
         composition = {name: float(p) for name, p in zip(DEGRADATIONS, probabilities, strict=True)}
         maps = expit(logits).astype(np.float32)
         noise = self._noise_level(array, layout, norm)
-        return Composition(composition, maps, (float(scale), float(scale)), noise)
+        stops = (
+            under_exposure(array, layout, self.exposure_curve)[1]
+            if is_photo(array.dtype, layout)
+            else None
+        )
+        return Composition(composition, maps, (float(scale), float(scale)), noise, stops)
 
     def analyze(
         self,
