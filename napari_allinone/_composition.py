@@ -52,7 +52,9 @@ class CompositionSettings:
 NOISE_TIP = (
     "Standard deviation of the image's noise in its own intensity units, estimated from its finest "
     "wavelet detail in nine windows of the (middle) plane; texture adds a little (clean photos "
-    "read 1-3 levels of 255)."
+    "read 1-3 levels of 255). For an 8-bit colour photo, also how many stops under-exposed the "
+    "exposure estimator reads it, from an overview of the whole plane; restoring with auto "
+    "intensities undoes the darkening from 0.75 stops."
 )
 
 
@@ -74,7 +76,7 @@ class CompositionWidget(JobWidget):
         self.add_maps = QCheckBox("Add per-tile maps as layers")
         self.analyse_button = QPushButton("Analyse")
         self.chart = BarChart(napari_viewer, DEGRADATIONS)
-        self.noise = QLabel(toolTip=NOISE_TIP)
+        self.noise = QLabel(toolTip=NOISE_TIP, wordWrap=True)
         self.status = QLabel(wordWrap=True)
         self._watched_shapes: Shapes | None = None
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
