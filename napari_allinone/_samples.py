@@ -104,6 +104,11 @@ def rainy_photo() -> list[LayerData]:
     return _pair(_photo("coffee", 2), [("rain", 0.6)], "rainy coffee", rgb=True)
 
 
+def dark_photo() -> list[LayerData]:
+    """The rocket on its launch pad, under-exposed (the training sampler's low light)."""
+    return _pair(_photo("rocket", 2), [("low_light", 0.5)], "dark rocket", rgb=True)
+
+
 def mixed_photo() -> list[LayerData]:
     """Chelsea the cat, blurred, hazy and noisy at once."""
     steps = [("blur", 0.4), ("haze", 0.4), ("noise", 0.4)]

@@ -28,7 +28,7 @@ def test_manifest_is_valid() -> None:
         "Degradation composition",
         "Fine-tune",
     }
-    assert len(manifest.contributions.sample_data) == 5
+    assert len(manifest.contributions.sample_data) == 6
 
 
 def test_importing_the_plugin_does_not_import_torch() -> None:

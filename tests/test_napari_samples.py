@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-SAMPLES = ["noisy_stack", "noisy_fluorescence", "hazy_photo", "rainy_photo", "mixed_photo"]
+SAMPLES = [
+    "noisy_stack",
+    "noisy_fluorescence",
+    "hazy_photo",
+    "rainy_photo",
+    "dark_photo",
+    "mixed_photo",
+]
 
 
 @pytest.mark.parametrize("key", SAMPLES)
@@ -19,3 +26,5 @@ def test_sample_opens_a_degraded_and_clean_pair(make_napari_viewer, key: str) ->
     assert degraded.data.dtype == clean.data.dtype
     assert not np.array_equal(degraded.data, clean.data)
     assert degraded.rgb == (key.endswith("photo"))
+    if key == "dark_photo":
+        assert degraded.data.mean() < 0.5 * clean.data.mean()
