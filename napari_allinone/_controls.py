@@ -218,9 +218,10 @@ SCALING_LABELS: dict[str, str] = {
 SCALING_TIP = (
     "How intensities reach the model. Keep exposure stretches the data's 0.1-99.9 percentiles "
     "and maps the result back, never brighter than the input, so a dim fluorescence image is "
-    "denoised, never brightened. Correct exposure uses the dtype's full range, so the model may "
-    "brighten an under-exposed image. Auto keeps the exposure, except that the darkening of an "
-    "8-bit colour photo read as under-exposed is undone first."
+    "denoised, never brightened. Correct exposure undoes the darkening that the exposure "
+    "estimator reads in an 8-bit colour photo and uses the dtype's full range, so the model may "
+    "brighten an under-exposed image further. Auto keeps the exposure, except that the "
+    "darkening of an 8-bit colour photo read as under-exposed is undone first."
 )
 
 

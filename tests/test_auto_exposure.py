@@ -62,14 +62,14 @@ def test_the_overview_holds_block_means_of_the_whole_plane() -> None:
     np.testing.assert_allclose(view[-1, -1], image[992:, 288:].mean(axis=(0, 1)) / 255, rtol=1e-5)
 
 
-def test_explicit_scalings_and_non_photos_never_ask_the_estimator() -> None:
+def test_keep_exposure_and_non_photos_never_ask_the_estimator() -> None:
     estimate = estimator()
     dark = photo(level=30)
     layout = PlaneLayout.of(dark.shape, "YXC")
-    assert choose_normalization(dark, layout, "range", estimate).scale == 255
     assert choose_normalization(dark, layout, "percentile", estimate).keep_exposure
     sixteen = dark.astype(np.uint16)
     assert choose_normalization(sixteen, layout, "auto", estimate).curve is None
+    assert choose_normalization(sixteen, layout, "range", estimate).scale == 65535
     grey = dark[..., 0]
     assert (
         choose_normalization(grey, PlaneLayout.of(grey.shape, "YX"), "auto", estimate).curve is None
@@ -98,6 +98,15 @@ def test_a_slight_brightening_is_not_a_correction(recwarn) -> None:
     slight = lambda view: ToneCurve(0.8, 1.0)  # noqa: E731  (0.32 stops)
     norm = choose_normalization(bright, PlaneLayout.of(bright.shape, "YXC"), "auto", slight)
     assert norm.curve is None
+    assert not [w for w in recwarn if issubclass(w.category, AllInOneWarning)]
+
+
+def test_correcting_the_exposure_always_undoes_the_estimated_curve(recwarn) -> None:
+    layout = PlaneLayout.of(photo().shape, "YXC")
+    slight = ToneCurve(0.8, 1.0)
+    norm = choose_normalization(photo(level=120), layout, "range", lambda view: slight)
+    assert norm.curve == slight and not norm.keep_exposure  # the network may brighten further
+    assert (norm.offset, norm.scale) == (0.0, 255.0)
     assert not [w for w in recwarn if issubclass(w.category, AllInOneWarning)]
 
 

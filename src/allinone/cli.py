@@ -112,8 +112,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=SCALINGS,
         default="auto",
         help="intensity scaling: percentile keeps the exposure (microscopy), range lets the model "
-        "correct it (under-exposed images); auto = percentile, after undoing the darkening of an "
-        "8-bit colour photo that reads as under-exposed",
+        "correct it (under-exposed images; a colour photo's estimated darkening undone first); "
+        "auto = percentile, after undoing the darkening of an 8-bit colour photo that reads as "
+        "under-exposed",
     )
 
 

@@ -115,7 +115,9 @@ def fit_normalization(array, scaling: str = "auto") -> Normalization:
       exposure is never "corrected": the inverse puts the result back on the input's scale, and
       the Restorer takes off any local brightening (`allinone.infer.exposure`).
     - ``"range"``: integers by their dtype's full range (uint8 / 255, uint16 / 65535), floats as
-      they are; a dark image stays dark for the network, which may brighten it (low light).
+      they are; a dark image stays dark for the network, which may brighten it (low light). The
+      Restorer first undoes the darkening its exposure estimator reads in an 8-bit colour photo
+      (`allinone.infer.auto_exposure`).
     - ``"auto"``: ``"percentile"`` here. Letting a blind model correct exposure by default made
       it brighten the dark parts of plain noisy photos (its low-light correction firing locally:
       σ 25 astronaut 20.9 dB in, 20.0 out with ``"range"``, 24.0 with ``"percentile"``). The

@@ -322,7 +322,8 @@ class Restorer:
         the same shape and dtype) when given, as they are finished, and `out` is returned.
         `scaling` maps intensities to the network's range (see `fit_normalization`):
         ``"percentile"`` keeps the exposure (the result is never brighter than the input,
-        locally), ``"range"`` lets the model correct an under-exposed image, ``"auto"`` is
+        locally), ``"range"`` lets the model correct an under-exposed image (an
+        8-bit colour photo's estimated darkening undone first), ``"auto"`` is
         ``"percentile"`` after undoing the darkening of an 8-bit colour photo that the exposure
         estimator reads as under-exposed (with an `AllInOneWarning`;
         `allinone.infer.auto_exposure`). `ensemble`
