@@ -101,13 +101,16 @@ def test_a_slight_brightening_is_not_a_correction(recwarn) -> None:
     assert not [w for w in recwarn if issubclass(w.category, AllInOneWarning)]
 
 
-def test_correcting_the_exposure_always_undoes_the_estimated_curve(recwarn) -> None:
+def test_correcting_the_exposure_undoes_a_noticeable_curve_without_asking(recwarn) -> None:
     layout = PlaneLayout.of(photo().shape, "YXC")
-    slight = ToneCurve(0.8, 1.0)
+    slight = ToneCurve(0.8, 1.0)  # 0.32 stops: not enough for auto
     norm = choose_normalization(photo(level=120), layout, "range", lambda view: slight)
     assert norm.curve == slight and not norm.keep_exposure  # the network may brighten further
     assert (norm.offset, norm.scale) == (0.0, 255.0)
     assert not [w for w in recwarn if issubclass(w.category, AllInOneWarning)]
+    scatter = ToneCurve(0.95, 1.0)  # 0.07 stops
+    norm = choose_normalization(photo(level=120), layout, "range", lambda view: scatter)
+    assert norm.curve is None and (norm.offset, norm.scale) == (0.0, 255.0)
 
 
 def test_a_stack_is_judged_on_its_middle_plane_in_colour_only() -> None:
