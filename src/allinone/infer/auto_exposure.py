@@ -22,6 +22,7 @@ further: on its own the network left a photo three stops under at 10.2 dB.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from allinone.errors import AllInOneWarning
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.normalize import Normalization, fit_normalization
 from allinone.infer.scene import overview
-from allinone.models.exposure import OVERVIEW
+from allinone.models.exposure import overview_factor
 from allinone.tone_curve import ToneCurve
 
 WINDOW = 128
@@ -96,9 +97,9 @@ def read_windows(array, layout: PlaneLayout) -> list[np.ndarray]:
 
 def photo_overview(array, layout: PlaneLayout) -> np.ndarray:
     """(h, w, 3) block means in [0, 1] of the middle plane of an 8-bit colour `array` (alpha
-    dropped), its long side at most `OVERVIEW`, read `BAND` rows at a time."""
+    dropped) in blocks of `overview_factor` pixels, read `BAND` rows at a time."""
     height, width = layout.plane_shape
-    factor = -(-max(height, width) // OVERVIEW)
+    factor = overview_factor(height, width)
     band = factor * max(1, BAND // factor)
     chunks = (
         np.asarray(layout.get(array, _middle(layout), rows=slice(y, y + band))[..., :3], np.float32)
@@ -135,7 +136,7 @@ def choose_normalization(
     if scaling == "range" and is_photo(array.dtype, layout):
         curve, brightening = under_exposure(array, layout, estimate)
         if brightening >= NOTICEABLE:
-            return Normalization(0.0, 255.0, np.dtype(np.uint8), curve=curve)
+            return dataclasses.replace(fit_normalization(array, "range"), curve=curve)
     if scaling != "auto":
         return fit_normalization(array, scaling)
     if not is_photo(array.dtype, layout):
@@ -149,4 +150,5 @@ def choose_normalization(
         AllInOneWarning,
         stacklevel=2,
     )
-    return Normalization(0.0, 255.0, np.dtype(np.uint8), keep_exposure=True, curve=curve)
+    range_norm = fit_normalization(array, "range")
+    return dataclasses.replace(range_norm, keep_exposure=True, curve=curve)

@@ -41,10 +41,17 @@ def undo_curve(y: torch.Tensor, scale: torch.Tensor, gamma: torch.Tensor) -> tor
     return base ** (1.0 / gamma.view(-1, 1, 1, 1))
 
 
+def overview_factor(height: int, width: int) -> int:
+    """The side in pixels of the blocks that shrink a plane's long side to at most `OVERVIEW`:
+    one rule for the training overviews (`overview_of`) and the Restorer's, streamed
+    (`allinone.infer.auto_exposure.photo_overview`)."""
+    return -(-max(height, width) // OVERVIEW)
+
+
 def overview_of(image: torch.Tensor) -> torch.Tensor:
     """The (B, 3, h, w) block means of (B, 3, H, W) `image`, the long side at most `OVERVIEW`
     (partial blocks at the edges average what they hold)."""
-    factor = -(-max(image.shape[-2:]) // OVERVIEW)
+    factor = overview_factor(*image.shape[-2:])
     if factor == 1:
         return image
     return F.avg_pool2d(image, factor, ceil_mode=True, count_include_pad=False)

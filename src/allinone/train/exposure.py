@@ -168,19 +168,12 @@ def train_from_data(
     split: its 8 validation crops validate), and the record of how it was trained."""
     photos, _, validation = training_paths(root, VALIDATION_IMAGES)
     val = validation_set(load_images(validation))
-    records: list[ExposureRecord] = []
-
-    def record(entry: ExposureRecord) -> None:
-        records.append(entry)
-        if on_record is not None:
-            on_record(entry)
-
-    net = train_estimator(load_images(photos), val, steps, seed=seed, on_record=record)
+    net = train_estimator(load_images(photos), val, steps, seed=seed, on_record=on_record)
     training = {
         "steps": steps,
         "seed": seed,
         "photos": len(photos),
         "val_psnr_input": round(_psnr(*val), 2),
-        "val_psnr": round(records[-1].val_psnr, 2) if records else None,
+        "val_psnr": round(validation_psnr(net, *val), 2),
     }
     return net, training
