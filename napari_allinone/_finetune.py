@@ -1,4 +1,5 @@
-"""Fine-tune dock widget: adapt a model to a (degraded, clean) pair of layers, then save it."""
+"""Fine-tune dock widget: adapt a model to a (degraded, clean) pair of layers, or to a noisy layer
+alone, then save it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 Unit = Literal["steps", "seconds"]
 ADAPT = {"all parameters": "all", "degradation modules only": "degradation"}
+NO_CLEAN = "(none: learn from the noise)"
 
 
 @dataclass
@@ -47,14 +49,20 @@ class FinetuneSettings:
 
 
 class FinetuneWidget(JobWidget):
-    """Fine-tune on a degraded/clean pair (optionally inside rectangles) and save the model."""
+    """Fine-tune on a degraded/clean pair or a noisy layer alone (optionally inside rectangles)
+    and save the model."""
 
     def __init__(self, napari_viewer: Viewer) -> None:
         super().__init__(napari_viewer, "Fine-tuning")
         self.settings = FinetuneSettings()
         self.result: Any = None
         self.degraded = LayerCombo(napari_viewer, Image)
-        self.clean = LayerCombo(napari_viewer, Image)
+        self.clean = LayerCombo(napari_viewer, Image, none_label=NO_CLEAN)
+        self.clean.setToolTip(
+            "The clean version of the degraded layer, same shape. Without one, the model learns "
+            "to remove the layer's own noise (self-supervised): for noise independent from pixel "
+            "to pixel, such as photon and read noise; other degradations are kept."
+        )
         self.regions = LayerCombo(napari_viewer, Shapes, none_label="(whole image)")
         self.val_fraction = QDoubleSpinBox(minimum=0.0, maximum=0.5, singleStep=0.05, value=0.2)
         self.budget = QSpinBox(minimum=1, maximum=1_000_000, value=self.settings.budget)
@@ -138,7 +146,7 @@ class FinetuneWidget(JobWidget):
         if state is JobState.RUNNING and self._finishing():
             labels[JobState.RUNNING] = "Finishing…"
         self.start_button.setText(labels.get(state, "Start"))
-        ready = self.degraded.layer() is not None and self.clean.layer() is not None
+        ready = self.degraded.layer() is not None
         self.start_button.setEnabled(state is JobState.RUNNING or (not busy and ready))
         can_save = not busy and self.result is not None and bool(self.name.text().strip())
         self.name.setEnabled(not busy and self.result is not None)
@@ -160,17 +168,7 @@ class FinetuneWidget(JobWidget):
         from allinone.errors import AllInOneError
 
         degraded, clean = self.degraded.layer(), self.clean.layer()
-        if degraded is None or clean is None:
-            return None
-        shape, clean_shape = layer_data(degraded).shape, layer_data(clean).shape
-        if degraded == clean:
-            show_error("Choose two different layers: a degraded image and its clean version.")
-            return None
-        if tuple(shape) != tuple(clean_shape):
-            show_error(
-                f"'{degraded.name}' has shape {tuple(shape)} but '{clean.name}' has "
-                f"{tuple(clean_shape)}: the degraded and clean layers must match pixel for pixel."
-            )
+        if degraded is None or (clean is not None and not _matching(degraded, clean)):
             return None
         try:
             axes = guess_layer_axes(degraded)
@@ -186,7 +184,7 @@ class FinetuneWidget(JobWidget):
         settings = self.settings
         return FinetuneRequest(
             degraded=np.asarray(layer_data(degraded)),
-            clean=np.asarray(layer_data(clean)),
+            clean=None if clean is None else np.asarray(layer_data(clean)),
             axes=axes,
             rois=rois,
             engine=settings.engine,
@@ -257,11 +255,31 @@ class FinetuneWidget(JobWidget):
         return answer == QMessageBox.Yes
 
 
+def _matching(degraded: Image, clean: Image) -> bool:
+    """Whether `clean` can be `degraded`'s clean version; if not, the user is told why."""
+    shape, clean_shape = layer_data(degraded).shape, layer_data(clean).shape
+    if degraded == clean:
+        show_error(
+            "Choose two different layers: a degraded image and its clean version (or no clean "
+            "layer, to learn from the noise alone)."
+        )
+        return False
+    if tuple(shape) != tuple(clean_shape):
+        show_error(
+            f"'{degraded.name}' has shape {tuple(shape)} but '{clean.name}' has "
+            f"{tuple(clean_shape)}: the degraded and clean layers must match pixel for pixel."
+        )
+        return False
+    return True
+
+
 def _summary(result: Any) -> str:
     """PSNR before and after on the validation part, or why there is none."""
     if result.psnr_before is None:
         return f"Done: {result.steps} steps (no validation share, so no PSNR to compare)."
     text = f"PSNR before: {result.psnr_before:.2f} dB → after: {result.psnr_after:.2f} dB"
+    if result.self_supervised:
+        text += " (self-supervised: measured against noisy pixels, only the change counts)"
     if not result.improved:
         text += " (no improvement: the original weights are kept)"
     return text

@@ -89,6 +89,7 @@ class FinetuneRequest:
 
     degraded: Any
     clean: Any
+    """The clean image, or None to learn from the noise of `degraded` alone."""
     axes: str | None
     rois: list[tuple[int, int, int, int]] | None
     engine: EngineChoice

@@ -118,3 +118,16 @@ def test_shape_mismatch_is_a_clear_error(tmp_path: Path, capsys) -> None:
     code, _, err = _run(capsys, *argv, *FAST)
     assert code == 2 and "(64, 64)" in err and "(64, 32)" in err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_finetune_without_targets_is_self_supervised(tmp_path: Path, capsys) -> None:
+    degraded, _ = _pair(tmp_path)
+    output = tmp_path / "noise-only"
+    argv = ["finetune", "--input", degraded, "-o", output, "--steps", "2", "--json", *FAST]
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["self_supervised"] is True
+    assert summary["psnr_before"] is not None
+    restorer = Restorer.from_pretrained(str(output) + ".safetensors", device="cpu")
+    assert restorer.card.training["finetune"]["self_supervised"] is True

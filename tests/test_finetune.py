@@ -254,3 +254,35 @@ def test_a_pair_on_different_scales_is_warned_about() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", AllInOneWarning)
         _tiny().finetune([darker], steps=1, **FAST)
+
+
+def test_self_supervised_finetuning_learns_from_the_noise_alone() -> None:
+    """Given the noisy image alone, the restoration of the held-out strip gets closer to the clean
+    image it never saw, and the run says it was self-supervised."""
+    degraded, clean = _pair()
+    restorer = _tiny()
+    result = restorer.finetune([(degraded, None)], steps=STEPS, seed=1, **FAST)
+    val = np.s_[:, SIZE - 16 :]  # the validation strip: at least 16 columns for half-size images
+
+    def error(r: Restorer) -> float:
+        restored = r.restore(degraded, tile=0).astype(float)
+        return float(np.mean((restored[val] - clean[val]) ** 2))
+
+    assert result.self_supervised and result.improved
+    assert result.psnr_after > result.psnr_before
+    assert error(result.restorer) < error(restorer)
+    card = result.restorer.card
+    assert card.training["finetune"]["self_supervised"] is True
+    assert "self-supervised" in card.description
+
+
+def test_self_supervised_patches_halve_to_the_network_multiple() -> None:
+    degraded, _ = _pair()
+    result = _tiny().finetune([(degraded, None)], steps=1, patch_size=40, batch_size=2)
+    assert result.restorer.card.training["finetune"]["patch_size"] == 32
+
+
+def test_pairs_with_and_without_clean_images_are_refused() -> None:
+    degraded, clean = _pair()
+    with pytest.raises(InputError, match="some pairs have a clean image"):
+        _tiny().finetune([(degraded, clean), (degraded, None)], steps=1, **FAST)

@@ -275,6 +275,22 @@ def test_finetune_stop_keeps_the_best_weights(viewer, qtbot, models_dir: Path) -
     assert widget.save_button.isEnabled() is bool(widget.name.text().strip())
 
 
+def test_finetune_on_a_noisy_layer_alone(viewer, qtbot, models_dir: Path) -> None:
+    """With no clean layer chosen (the default), the run learns from the layer's noise."""
+    noisy = np.random.default_rng(6).normal(0.5, 0.1, (64, 64)).astype(np.float32)
+    viewer.add_image(noisy, name="noisy")
+    widget = _open(viewer, "Fine-tune")
+    widget.budget.setValue(2)
+    assert widget.clean.layer() is None and widget.start_button.isEnabled()
+
+    widget.start_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    assert widget.job.state is JobState.DONE, widget.summary.text()
+    assert widget.result.self_supervised
+    assert "self-supervised" in widget.summary.text()
+
+
 def test_finetune_rejects_layers_of_different_shapes(viewer, monkeypatch) -> None:
     errors = []
     monkeypatch.setattr("napari_allinone._finetune.show_error", errors.append)

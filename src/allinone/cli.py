@@ -331,25 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     finetune = commands.add_parser(
         "finetune",
-        help="adapt a model to your own degraded/clean image pairs",
+        help="adapt a model to your own degraded/clean image pairs, or to noisy images alone",
         description="Fine-tune a copy of --model on one or more (DEGRADED, CLEAN) pairs of "
         "images of the same shape and save it to OUTPUT (.safetensors + .json card). A strip "
         "of each image (or --roi rectangle) is held out for validation; the weights with the best "
-        "validation PSNR are kept.",
+        "validation PSNR are kept. Without --target, the model learns to remove the noise of the "
+        "--input images themselves (self-supervised, Neighbor2Neighbor): for noise independent "
+        "from pixel to pixel, such as a microscope's photon and read noise; other degradations "
+        "are then kept, and validation PSNR is measured against noisy pixels, so only its change "
+        "means something.",
     )
     finetune.add_argument(
         "--input",
         action="append",
         required=True,
         metavar="DEGRADED",
-        help="a degraded image (repeat with --target for more pairs)",
+        help="a degraded image (repeat for more images, each with its --target)",
     )
     finetune.add_argument(
         "--target",
         action="append",
-        required=True,
         metavar="CLEAN",
-        help="the clean image that goes with each --input, same shape",
+        help="the clean image that goes with each --input, same shape; leave out every --target "
+        "to learn from the noise of the inputs alone",
     )
     finetune.add_argument(
         "-o", "--output", required=True, metavar="OUTPUT", help="the new model's .safetensors file"
@@ -595,14 +599,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from allinone.io import read_image
 
-    if len(args.input) != len(args.target):
+    targets = args.target or [None] * len(args.input)
+    if len(args.input) != len(targets):
         raise InputError(
-            f"{len(args.input)} --input but {len(args.target)} --target: give one clean "
-            "--target for each degraded --input"
+            f"{len(args.input)} --input but {len(targets)} --target: give one clean --target "
+            "for each degraded --input, or none to learn from the noise alone"
         )
     output = _model_output(args.output, args.overwrite)
     degraded = [read_image(path) for path in args.input]
-    pairs = [(d.array, read_image(c).array) for d, c in zip(degraded, args.target, strict=True)]
+    pairs = [
+        (d.array, None if c is None else read_image(c).array)
+        for d, c in zip(degraded, targets, strict=True)
+    ]
     restorer = _load_restorer(args)
     job = restorer.finetune_steps(
         pairs,
@@ -636,6 +644,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "psnr_before": result.psnr_before,
         "psnr_after": result.psnr_after,
         "improved": result.improved,
+        "self_supervised": result.self_supervised,
     }
     print(json.dumps(summary) if args.json else _finetune_summary(result, restorer.card.name))
     print(f"wrote {path}", file=sys.stderr)
@@ -719,7 +728,10 @@ def _finetune_summary(result, parent: str) -> str:
             f"validation PSNR never beat the original model's {result.psnr_before:.2f} dB; "
             "the saved weights are the original ones"
         )
-    return head + f"validation PSNR {result.psnr_before:.2f} -> {result.psnr_after:.2f} dB"
+    change = f"validation PSNR {result.psnr_before:.2f} -> {result.psnr_after:.2f} dB"
+    if result.self_supervised:
+        change += " (self-supervised: measured against noisy pixels, so only the change counts)"
+    return head + change
 
 
 @contextlib.contextmanager

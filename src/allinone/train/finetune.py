@@ -1,4 +1,13 @@
-"""Fine-tuning: adapt a Restorer's network to the user's own (degraded, clean) pairs.
+"""Fine-tuning: adapt a Restorer's network to the user's own (degraded, clean) pairs, or to noisy
+images alone.
+
+Given clean images, the network learns to turn each degraded image into its clean one. Given
+none (every pair's clean image None), it learns from the noise itself: self-supervised
+Neighbor2Neighbor training (`allinone.train.neighbours`), which removes pixel-independent noise
+and learns to keep everything else, so it suits noisy images (microscopy, photos under synthetic
+noise) and nothing else. Validation then compares the restored half-size validation part with
+its second, noisy half-size image: such a PSNR sits below the true one by about the noise's share
+but ranks weights alike, since the noise of the second image is independent of the restoration.
 
 Each pair is split into 2-D planes (or RGB triplets) as `Restorer.restore` does, and both images
 are normalised with the normalisation fitted on the degraded one, so the network learns in the
@@ -44,6 +53,7 @@ from allinone.infer.pipeline import Progress, is_cancelled
 from allinone.infer.restorer import Restorer
 from allinone.models import AllInOneNet
 from allinone.tone_curve import ToneCurve
+from allinone.train.neighbours import neighbour_loss, neighbour_pair
 
 __all__ = ["ADAPT_PREFIXES", "FinetuneResult", "finetune_steps"]
 
@@ -80,7 +90,8 @@ class FinetuneResult:
     restorer: Restorer
     """A new Restorer with the adapted network (the original one is untouched)."""
     psnr_before: float | None
-    """Validation PSNR (dB, normalised units) of the original weights; None without validation."""
+    """Validation PSNR (dB, normalised units) of the original weights; None without validation.
+    Self-supervised runs measure it against noisy neighbours (see the module docstring)."""
     psnr_after: float | None
     """Validation PSNR of the returned weights (the best seen); None without validation."""
     history: list[dict[str, float]]
@@ -93,6 +104,8 @@ class FinetuneResult:
     improved: bool
     """False when validation never beat the original weights: the original weights are then
     returned. True otherwise (the adapted weights are returned), including without validation."""
+    self_supervised: bool = False
+    """True when the run learnt from noisy images alone (no clean images given)."""
 
     def save(self, path: str | Path) -> Path:
         """Write the adapted model (`.safetensors` + JSON card); return the weights path."""
@@ -103,10 +116,11 @@ class FinetuneResult:
 class _Sample:
     """One region of one plane, normalised, as (h, w, 1 | 3) float32 arrays."""
 
-    train: tuple[np.ndarray, np.ndarray]
-    """(degraded, clean) of the training part."""
+    train: tuple[np.ndarray, np.ndarray | None]
+    """(degraded, clean) of the training part; clean is None in self-supervised runs."""
     val: tuple[np.ndarray, np.ndarray] | None
-    """(degraded, clean) of the validation part, or None without validation."""
+    """(degraded, clean) of the validation part, or None without validation. In self-supervised
+    runs, the two half-size images of the degraded part (`neighbour_pair`)."""
     keep_exposure: bool = False
     """Whether `restore` would keep this plane's exposure (its scaling is percentile)."""
     bounds: Bounds | None = None
@@ -206,7 +220,8 @@ def finetune_steps(
     finish=None,
     scaling: str = "auto",
 ) -> Generator[Progress, None, FinetuneResult]:
-    """Fine-tune a copy of `restorer`'s network on (degraded, clean) pairs.
+    """Fine-tune a copy of `restorer`'s network on (degraded, clean) pairs, or self-supervised on
+    noisy images given as (noisy, None) pairs (see the module docstring).
 
     Stops after `steps` steps or `seconds` seconds, whichever comes first (200 steps when neither
     is given), or when validation has not improved for `PATIENCE` evaluations; the weights with
@@ -220,13 +235,14 @@ def finetune_steps(
     _check_options(val_fraction, lr, adapt, patch_size, batch_size)
     check_scaling(scaling)
     checked = _check_pairs(pairs)
-    samples = _samples(checked, axes, rois, val_fraction, scaling, restorer.exposure_curve)
-    patch = _patch_size(samples, patch_size)
+    self_supervised = checked[0][1] is None
+    rng = np.random.default_rng(seed)
+    samples = _samples(checked, axes, rois, val_fraction, scaling, restorer.exposure_curve, rng)
+    patch = _patch_size(samples, patch_size, AllInOneNet.multiple * (2 if self_supervised else 1))
     net = copy.deepcopy(restorer.net)
     params = _select(net, adapt)
     optimizer = torch.optim.AdamW(params, lr=lr)
     autocast, scaler = _mixed_precision(restorer)
-    rng = np.random.default_rng(seed)
     areas = np.array([s.train[0].shape[0] * s.train[0].shape[1] for s in samples], float)
     best = _Best(net) if val_fraction > 0 else None
     history: list[dict[str, float]] = []
@@ -244,7 +260,7 @@ def finetune_steps(
             group["lr"] = step_lr
         started = time.perf_counter()
         x, y = _batch(samples, areas / areas.sum(), rng, patch, batch_size, restorer.device)
-        loss = _train_step(net, optimizer, scaler, params, autocast, x, y)
+        loss = _train_step(net, optimizer, scaler, params, autocast, x, y, rng)
         step_cost = time.perf_counter() - started
         step += 1
         if not math.isfinite(loss):
@@ -270,6 +286,7 @@ def finetune_steps(
         "val_fraction": val_fraction,
         "pairs": len(checked),
         "patch_size": patch,
+        "self_supervised": self_supervised,
     }
     psnr_before, psnr_after = (best.before, best.psnr) if best else (None, None)
     return FinetuneResult(
@@ -280,6 +297,7 @@ def finetune_steps(
         steps=step,
         seconds=budget.elapsed(),
         improved=best is None or best.improved,
+        self_supervised=self_supervised,
     )
 
 
@@ -311,8 +329,9 @@ def _check_options(
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
 
 
-def _check_pairs(pairs) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The pairs as a list, each with two arrays of the same shape and usable dtypes."""
+def _check_pairs(pairs) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The pairs as a list, each with two arrays of the same shape and usable dtypes, or all
+    with a clean image of None (self-supervised)."""
     if hasattr(pairs, "shape") or not pairs:
         raise InputError("pairs must be a non-empty list of (degraded, clean) arrays")
     checked = []
@@ -320,6 +339,15 @@ def _check_pairs(pairs) -> list[tuple[np.ndarray, np.ndarray]]:
         if hasattr(pair, "shape") or len(pair) != 2:
             raise InputError(f"pair {n} is not a (degraded, clean) pair of arrays")
         degraded, clean = pair
+        if (clean is None) != (pairs[0][1] is None):
+            raise InputError(
+                "some pairs have a clean image and some do not: fine-tune either on pairs or "
+                "on noisy images alone (self-supervised), not on both at once"
+            )
+        if clean is None:
+            check_dtype(degraded.dtype)
+            checked.append((degraded, None))
+            continue
         if tuple(degraded.shape) != tuple(clean.shape):
             raise InputError(
                 f"pair {n}: the degraded image has shape {tuple(degraded.shape)} but the clean "
@@ -355,16 +383,18 @@ def _warn_if_rescaled(n: int, degraded: np.ndarray, clean: np.ndarray) -> None:
 
 
 def _samples(
-    pairs: list[tuple[np.ndarray, np.ndarray]],
+    pairs: list[tuple[np.ndarray, np.ndarray | None]],
     axes: str | None,
     rois: Sequence[Rect] | None,
     val_fraction: float,
     scaling: str,
     estimate: Callable[[np.ndarray], ToneCurve],
+    rng: np.random.Generator,
 ) -> list[_Sample]:
     """Every region of every plane of every pair, split into training and validation parts;
     ``"auto"`` scaling resolved as `restore` resolves it (`choose_normalization`, with the
-    exposure estimator `estimate`)."""
+    exposure estimator `estimate`). Pairs without a clean image validate on the neighbour pair of
+    their validation part, drawn with `rng`."""
     if rois is not None and len(rois) == 0:
         raise InputError("rois is empty: give at least one rectangle, or None for whole images")
     samples = []
@@ -373,22 +403,48 @@ def _samples(
         norm = choose_normalization(degraded, layout, scaling, estimate)
         norms = norm, dataclasses.replace(norm, curve=None)  # the target is not under-exposed
         regions = _regions(layout.plane_shape, rois)
-        splits = [_split(region, val_fraction) for region in regions]
+        min_val = MIN_VAL if clean is not None else 2 * MIN_VAL
+        splits = [_split(region, val_fraction, min_val) for region in regions]
         for index in layout.indices():
-            images = layout.get(degraded, index), layout.get(clean, index)
-            planes = list(zip(images, norms, strict=True))
+            source = layout.get(degraded, index)
+            target = None if clean is None else layout.get(clean, index)
             for train, val in splits:
                 samples.append(
                     _Sample(
-                        train=tuple(_normalised(p, train, n) for p, n in planes),
-                        val=None
-                        if val is None
-                        else tuple(_normalised(p, val, n) for p, n in planes),
+                        train=_part(source, target, train, norms),
+                        val=None if val is None else _val_part(source, target, val, norms, rng),
                         keep_exposure=norm.keep_exposure,
                         bounds=norm.clip_bounds(),
                     )
                 )
     return samples
+
+
+def _part(
+    source: np.ndarray,
+    target: np.ndarray | None,
+    rect: Rect,
+    norms: tuple[Normalization, Normalization],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rectangle of a plane and of its clean plane (None stays None), normalised."""
+    degraded = _normalised(source, rect, norms[0])
+    return degraded, None if target is None else _normalised(target, rect, norms[1])
+
+
+def _val_part(
+    source: np.ndarray,
+    target: np.ndarray | None,
+    rect: Rect,
+    norms: tuple[Normalization, Normalization],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A validation part: `_part`, or without a clean plane the neighbour pair of its degraded
+    part (cropped to even sides)."""
+    degraded, clean = _part(source, target, rect, norms)
+    if clean is not None:
+        return degraded, clean
+    height, width = degraded.shape[0] // 2 * 2, degraded.shape[1] // 2 * 2
+    return neighbour_pair(degraded[:height, :width], rng)
 
 
 def _regions(plane_shape: tuple[int, int], rois: Sequence[Rect] | None) -> list[Rect]:
@@ -411,13 +467,14 @@ def _regions(plane_shape: tuple[int, int], rois: Sequence[Rect] | None) -> list[
     return regions
 
 
-def _split(region: Rect, val_fraction: float) -> tuple[Rect, Rect | None]:
-    """(training, validation) parts: validation is the last strip across the longer side."""
+def _split(region: Rect, val_fraction: float, min_val: int = MIN_VAL) -> tuple[Rect, Rect | None]:
+    """(training, validation) parts: validation is the last strip across the longer side, at
+    least `min_val` pixels wide."""
     y0, y1, x0, x1 = region
     along_x = x1 - x0 >= y1 - y0
     start, end = (x0, x1) if along_x else (y0, y1)
     size = end - start
-    val = 0 if val_fraction == 0 else max(MIN_VAL, round(val_fraction * size))
+    val = 0 if val_fraction == 0 else max(min_val, round(val_fraction * size))
     if size - val < MIN_PATCH or min(y1 - y0, x1 - x0) < MIN_PATCH:
         raise InputError(
             f"the region y {y0}:{y1}, x {x0}:{x1} is too small: its training part must be at "
@@ -441,10 +498,9 @@ def _normalised(plane: np.ndarray, rect: Rect, norm: Normalization) -> np.ndarra
     return np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
 
 
-def _patch_size(samples: list[_Sample], patch_size: int) -> int:
-    """`patch_size` rounded down to a multiple of 8 and shrunk to the smallest training part."""
+def _patch_size(samples: list[_Sample], patch_size: int, multiple: int) -> int:
+    """`patch_size` rounded down to a `multiple` and shrunk to the smallest training part."""
     smallest = min(min(s.train[0].shape[:2]) for s in samples)
-    multiple = AllInOneNet.multiple
     return min(patch_size, smallest) // multiple * multiple
 
 
@@ -455,8 +511,9 @@ def _batch(
     patch: int,
     batch_size: int,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flipped and rotated patches (degraded, clean), drawn in proportion to area."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random flipped and rotated patches (degraded, clean), drawn in proportion to area; clean
+    is None in self-supervised runs."""
     degraded, clean = [], []
     for index in rng.choice(len(samples), size=batch_size, p=weights):
         source, target = samples[index].train
@@ -464,9 +521,11 @@ def _batch(
         x = rng.integers(0, source.shape[1] - patch + 1)
         turns, flip = rng.integers(4), bool(rng.integers(2))
         for out, image in ((degraded, source), (clean, target)):
+            if image is None:
+                continue
             crop = np.rot90(image[y : y + patch, x : x + patch], turns)
             out.append(crop[:, ::-1] if flip else crop)
-    return _to_tensor(degraded, device), _to_tensor(clean, device)
+    return _to_tensor(degraded, device), _to_tensor(clean, device) if clean else None
 
 
 def _to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -523,25 +582,35 @@ def _train_step(
     params: list[torch.nn.Parameter],
     autocast: Callable,
     degraded: torch.Tensor,
-    clean: torch.Tensor,
+    clean: torch.Tensor | None,
+    rng: np.random.Generator,
 ) -> float:
     """One optimisation step; returns the loss.
 
-    Loss: L1(restored, clean), plus with NDR `NDR_WEIGHT` * L1(degrade(clean), degraded).
+    Loss: L1(restored, clean), plus with NDR `NDR_WEIGHT` * L1(degrade(clean), degraded); without
+    a clean batch, the self-supervised `neighbour_loss` (its neighbours drawn with `rng`).
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast():
-        out = net(degraded)
-        loss = F.l1_loss(out.restored.float(), clean)
-        if net.preset.ndr:
-            redegraded = net.degrade(clean, out.representation)
-            loss = loss + NDR_WEIGHT * F.l1_loss(redegraded.float(), degraded)
+        if clean is None:
+            loss = neighbour_loss(lambda x: net(x).restored, degraded, rng)
+        else:
+            loss = _paired_loss(net, degraded, clean)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
     scaler.step(optimizer)
     scaler.update()
     return float(loss.detach())
+
+
+def _paired_loss(net: AllInOneNet, degraded: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    out = net(degraded)
+    loss = F.l1_loss(out.restored.float(), clean)
+    if net.preset.ndr:
+        redegraded = net.degrade(clean, out.representation)
+        loss = loss + NDR_WEIGHT * F.l1_loss(redegraded.float(), degraded)
+    return loss
 
 
 @_out_of_memory_is_an_input_error
@@ -601,8 +670,13 @@ def _adapted_restorer(
         parent=name,
         training={"finetune": training},
         metrics={"val_psnr_before": psnr_before, "val_psnr_after": psnr_after},
-        description=f"{name} fine-tuned on {training['pairs']} pair(s) for {training['steps']} "
-        "steps",
+        description=f"{name} fine-tuned on {_data_text(training)} for {training['steps']} steps",
         weights=None,
     )
     return Restorer(net, card, device=str(parent.device), precision=parent.precision)
+
+
+def _data_text(training: dict) -> str:
+    if training["self_supervised"]:
+        return f"{training['pairs']} noisy image(s), self-supervised (Neighbor2Neighbor)"
+    return f"{training['pairs']} pair(s)"
