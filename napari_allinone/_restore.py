@@ -47,6 +47,8 @@ class RestoreSettings:
     overlap: int = 32
     ensemble: bool = False
     scene_haze: bool = True
+    learn_noise: int = 0
+    """Seconds of self-supervised fine-tuning on the image first; 0 for none."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class _Output:
     region: Region
     scope: Scope
     model: str
+    learn_noise: int
 
 
 class RestoreWidget(JobWidget):
@@ -82,6 +85,14 @@ class RestoreWidget(JobWidget):
             "Colour images: haze is judged and removed on a small overview of each plane before "
             "the tiles are restored; seen tile by tile, the haze of a large photo looks like blur."
         )
+        self.learn_noise = QSpinBox(
+            minimum=0, maximum=3600, singleStep=30, suffix=" s", specialValueText="off"
+        )
+        self.learn_noise.setToolTip(
+            "First fine-tune a copy of the model on this image's own noise for this long "
+            "(self-supervised; the model itself is unchanged). For noise independent from pixel "
+            "to pixel, such as a microscope's photon and read noise; a minute or two is plenty."
+        )
         self.run_button = QPushButton("Run")
         self.status = QLabel(wordWrap=True)
         self._layout()
@@ -100,6 +111,7 @@ class RestoreWidget(JobWidget):
         form.addRow("Overlap", self.overlap)
         form.addRow("Best quality", self.ensemble)
         form.addRow("Scene haze", self.scene_haze)
+        form.addRow("Learn the noise first", self.learn_noise)
         form.addRow(self.run_button)
         form.addRow(self.status)
 
@@ -112,6 +124,7 @@ class RestoreWidget(JobWidget):
         self.overlap.valueChanged.connect(lambda value: self._update(overlap=value))
         self.ensemble.toggled.connect(lambda checked: self._update(ensemble=checked))
         self.scene_haze.toggled.connect(lambda checked: self._update(scene_haze=checked))
+        self.learn_noise.valueChanged.connect(lambda value: self._update(learn_noise=value))
         self.run_button.clicked.connect(self._run_clicked)
         self.settings.engine = self.engine.choice()
 
@@ -146,7 +159,7 @@ class RestoreWidget(JobWidget):
     def _state_changed(self, state: JobState) -> None:
         busy = state.busy
         controls = (self.layer, self.axes, self.scope, self.tile, self.overlap)
-        for control in (*controls, self.ensemble, self.scene_haze):
+        for control in (*controls, self.ensemble, self.scene_haze, self.learn_noise):
             control.setEnabled(not busy)
         self.engine.set_enabled(not busy)
         ready = self.layer.layer() is not None and self._axes_problem() is None
@@ -188,11 +201,16 @@ class RestoreWidget(JobWidget):
             overlap=settings.overlap,
             ensemble=settings.ensemble,
             scene_haze=settings.scene_haze,
+            learn_noise=settings.learn_noise,
         )
-        output = _Output(source, region, settings.scope, settings.engine.model)
+        output = _Output(
+            source, region, settings.scope, settings.engine.model, settings.learn_noise
+        )
         self.job.start(restore_job, request, on_result=lambda data: self._add_layer(output, data))
 
     def _add_layer(self, output: _Output, data: np.ndarray) -> None:
         info = {"model": output.model, "source": output.source.name, "scope": output.scope}
+        if output.learn_noise:
+            info["learnt_noise_seconds"] = output.learn_noise
         name = f"{output.source.name} [restored]"
         self.viewer.add_image(data, **output_properties(output.source, output.region, name, info))

@@ -71,6 +71,8 @@ class RestoreRequest:
     overlap: int = 32
     ensemble: bool = False
     scene_haze: bool = True
+    learn_noise: float = 0.0
+    """Seconds to fine-tune a copy of the model on the noise of `data` first; 0 for none."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,18 @@ def guarded(job: Callable[..., Generator]) -> Callable[..., Generator]:
 
 @guarded
 def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray]:
-    """Restore `request.data`; returns the restored array (same shape and dtype)."""
+    """Restore `request.data`, after learning its noise when asked; returns the restored array
+    (same shape and dtype)."""
     engine = request.engine
     restorer = load_restorer(engine.model, engine.device, engine.precision)
+    if request.learn_noise:
+        learnt = yield from restorer.finetune_steps(
+            [(request.data, None)],
+            axes=request.axes,
+            seconds=request.learn_noise,
+            scaling=engine.scaling,
+        )
+        restorer = learnt.restorer
     return (
         yield from restorer.restore_steps(
             request.data,

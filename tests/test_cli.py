@@ -98,6 +98,15 @@ def test_restore_ensemble_option(tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(restored, expected)
 
 
+def test_restore_learn_noise_option_restores_with_an_adapted_copy(tmp_path: Path, capsys) -> None:
+    from allinone import Restorer
+
+    image, restored = _restored_with(tmp_path, capsys, (48, 48), "--learn-noise", "1")
+    assert restored.shape == image.shape and restored.dtype == image.dtype
+    untuned = Restorer.from_pretrained("tiny", device="cpu").restore(image)
+    assert not np.array_equal(restored, untuned)
+
+
 @pytest.mark.usefixtures("sure_of_haze")
 def test_restore_no_scene_haze_option(tmp_path: Path, capsys) -> None:
     from allinone import Restorer

@@ -58,6 +58,21 @@ def test_restore_2d_image_keeps_source_and_placement(viewer, qtbot) -> None:
     np.testing.assert_array_equal(source.data, data)
 
 
+def test_restore_after_learning_the_noise(viewer, qtbot) -> None:
+    data = np.random.default_rng(3).poisson(20.0, (48, 48)).astype(np.uint16)
+    viewer.add_image(data, name="counts")
+    widget = _open(viewer, "Restore")
+    widget.learn_noise.setValue(1)
+
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    assert widget.job.state is JobState.DONE
+    out = viewer.layers["counts [restored]"]
+    assert out.data.shape == data.shape and out.data.dtype == data.dtype
+    assert out.metadata["allinone"]["learnt_noise_seconds"] == 1
+
+
 @pytest.mark.parametrize("scaling", ["percentile", "range"])
 def test_the_intensities_choice_reaches_the_engine(viewer, qtbot, scaling: str) -> None:
     from allinone import Restorer

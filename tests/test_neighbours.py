@@ -7,9 +7,10 @@ import torch
 
 from allinone.train.neighbours import (
     REGULARISER,
+    SPACING,
+    blind_spots,
     draw_neighbours,
     neighbour_loss,
-    neighbour_pair,
     subsample,
 )
 
@@ -32,18 +33,41 @@ def test_subsample_takes_the_named_pixel_of_each_cell() -> None:
         assert torch.equal(half[b, :, i, j], x[b, :, 2 * i + dy, 2 * j + dx])
 
 
-def test_neighbour_pair_of_an_image() -> None:
-    image = np.random.default_rng(2).random((8, 10, 3), dtype=np.float32)
-    first, second = neighbour_pair(image, np.random.default_rng(3))
-    assert first.shape == second.shape == (4, 5, 3)
-    cells = image.reshape(4, 2, 5, 2, 3)
-    for half in (first, second):
-        assert all(
-            any(np.array_equal(half[i, j], cells[i, dy, j, dx]) for dy in (0, 1) for dx in (0, 1))
-            for i in range(4)
-            for j in range(5)
-        )
-    assert not np.array_equal(first, second)
+def test_blind_spots_are_the_mean_of_their_neighbours() -> None:
+    image = np.random.default_rng(2).random((12, 10, 3), dtype=np.float32)
+    masked, mask = blind_spots(image, np.random.default_rng(3))
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    assert mask.sum() == len(rows) * len(cols)
+    assert set(np.diff(rows)) == set(np.diff(cols)) == {SPACING}
+    np.testing.assert_array_equal(masked[~mask], image[~mask])
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        around = [
+            image[y + dy, x + dx]
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
+            if 0 <= y + dy < 12 and 0 <= x + dx < 10
+        ]
+        if len(around) == 4:
+            np.testing.assert_allclose(masked[y, x], np.mean(around, axis=0), rtol=1e-6)
+
+
+def test_blind_spot_psnr_ranks_denoisers_as_the_clean_image_does() -> None:
+    """Scored on the blind spots against the noisy image, a smoothing filter beats the identity
+    (whose blind spots only see their neighbours' mean) as it does against the clean image."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(4)
+    clean = gaussian_filter(rng.random((64, 64, 1)), (3, 3, 0)).astype(np.float32) * 4
+    noisy = (clean + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
+    masked, mask = blind_spots(noisy, rng)
+
+    def errors(restore) -> tuple[float, float]:
+        out = restore(masked)
+        return float(np.mean((out - noisy)[mask] ** 2)), float(np.mean((out - clean)[mask] ** 2))
+
+    identity = errors(lambda x: x)
+    smoothed = errors(lambda x: gaussian_filter(x, (1.5, 1.5, 0)))
+    assert smoothed[0] < identity[0] and smoothed[1] < identity[1]
+    assert abs((smoothed[0] - smoothed[1]) - 0.01) < 0.003  # the noise variance, on average
 
 
 def test_loss_of_the_identity_is_twice_the_noise_variance() -> None:

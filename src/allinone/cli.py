@@ -168,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(restore)
     _add_restore_options(restore)
+    restore.add_argument(
+        "--learn-noise",
+        type=_positive_float,
+        metavar="S",
+        help="first fine-tune a copy of the model on INPUT's own noise for S seconds "
+        "(self-supervised, as `finetune` without --target): for noise independent from pixel to "
+        "pixel, such as a microscope's photon and read noise",
+    )
     restore.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
     analyze = commands.add_parser(
@@ -412,6 +420,15 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         axes = normalize_axes(axes, image.array.shape)
     check_format(output, image.array, axes)
     restorer = _load_restorer(args)
+    if args.learn_noise:
+        with _progress("learning the noise") as progress:
+            restorer = restorer.finetune(
+                [(image.array, None)],
+                axes=axes,
+                seconds=args.learn_noise,
+                progress=progress,
+                scaling=args.scaling,
+            ).restorer
     with _progress("restoring") as progress:
         result = restorer.restore(
             image.array,

@@ -5,9 +5,10 @@ Given clean images, the network learns to turn each degraded image into its clea
 none (every pair's clean image None), it learns from the noise itself: self-supervised
 Neighbor2Neighbor training (`allinone.train.neighbours`), which removes pixel-independent noise
 and learns to keep everything else, so it suits noisy images (microscopy, photos under synthetic
-noise) and nothing else. Validation then compares the restored half-size validation part with
-its second, noisy half-size image: such a PSNR sits below the true one by about the noise's share
-but ranks weights alike, since the noise of the second image is independent of the restoration.
+noise) and nothing else. Validation then scores blind spots (`neighbours.blind_spots`): pixels of
+the validation part replaced by the mean of their neighbours before restoring, compared with their
+noisy values. Such a PSNR sits below the true one by about the noise's share but ranks weights
+alike.
 
 Each pair is split into 2-D planes (or RGB triplets) as `Restorer.restore` does, and both images
 are normalised with the normalisation fitted on the degraded one, so the network learns in the
@@ -53,7 +54,7 @@ from allinone.infer.pipeline import Progress, is_cancelled
 from allinone.infer.restorer import Restorer
 from allinone.models import AllInOneNet
 from allinone.tone_curve import ToneCurve
-from allinone.train.neighbours import neighbour_loss, neighbour_pair
+from allinone.train.neighbours import blind_spots, neighbour_loss
 
 __all__ = ["ADAPT_PREFIXES", "FinetuneResult", "finetune_steps"]
 
@@ -74,6 +75,9 @@ PATIENCE = 5
 NDR_WEIGHT = 0.5
 GRAD_CLIP = 1.0
 MESSAGE = "fine-tuning"
+MAX_VALUES = 2**28
+"""Most float32 values fine-tuning holds in memory (1 GiB): a larger stack trains on evenly spaced
+planes instead of all of them (`_planes`)."""
 RESCALED = 100.0
 """How many times wider or narrower a pair's clean intensity span may be than its degraded one's
 before `_check_pairs` warns: an 8-bit and a 16-bit copy of one image differ 257-fold, counts
@@ -91,7 +95,7 @@ class FinetuneResult:
     """A new Restorer with the adapted network (the original one is untouched)."""
     psnr_before: float | None
     """Validation PSNR (dB, normalised units) of the original weights; None without validation.
-    Self-supervised runs measure it against noisy neighbours (see the module docstring)."""
+    Self-supervised runs measure it against noisy pixels (see the module docstring)."""
     psnr_after: float | None
     """Validation PSNR of the returned weights (the best seen); None without validation."""
     history: list[dict[str, float]]
@@ -120,7 +124,9 @@ class _Sample:
     """(degraded, clean) of the training part; clean is None in self-supervised runs."""
     val: tuple[np.ndarray, np.ndarray] | None
     """(degraded, clean) of the validation part, or None without validation. In self-supervised
-    runs, the two half-size images of the degraded part (`neighbour_pair`)."""
+    runs, (the degraded part with blind spots, the degraded part)."""
+    val_mask: np.ndarray | None = None
+    """(h, w) bool: the pixels validation scores (the blind spots); None for all."""
     keep_exposure: bool = False
     """Whether `restore` would keep this plane's exposure (its scaling is percentile)."""
     bounds: Bounds | None = None
@@ -393,8 +399,8 @@ def _samples(
 ) -> list[_Sample]:
     """Every region of every plane of every pair, split into training and validation parts;
     ``"auto"`` scaling resolved as `restore` resolves it (`choose_normalization`, with the
-    exposure estimator `estimate`). Pairs without a clean image validate on the neighbour pair of
-    their validation part, drawn with `rng`."""
+    exposure estimator `estimate`). Pairs without a clean image validate on blind spots of their
+    validation part, placed with `rng`."""
     if rois is not None and len(rois) == 0:
         raise InputError("rois is empty: give at least one rectangle, or None for whole images")
     samples = []
@@ -403,16 +409,20 @@ def _samples(
         norm = choose_normalization(degraded, layout, scaling, estimate)
         norms = norm, dataclasses.replace(norm, curve=None)  # the target is not under-exposed
         regions = _regions(layout.plane_shape, rois)
-        min_val = MIN_VAL if clean is not None else 2 * MIN_VAL
-        splits = [_split(region, val_fraction, min_val) for region in regions]
-        for index in layout.indices():
+        splits = [_split(region, val_fraction) for region in regions]
+        values = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in regions) * (3 if layout.rgb else 1)
+        for index in _planes(layout, values * (1 if clean is None else 2), len(pairs)):
             source = layout.get(degraded, index)
             target = None if clean is None else layout.get(clean, index)
             for train, val in splits:
+                val_part, mask = (
+                    (None, None) if val is None else _val_part(source, target, val, norms, rng)
+                )
                 samples.append(
                     _Sample(
                         train=_part(source, target, train, norms),
-                        val=None if val is None else _val_part(source, target, val, norms, rng),
+                        val=val_part,
+                        val_mask=mask,
                         keep_exposure=norm.keep_exposure,
                         bounds=norm.clip_bounds(),
                     )
@@ -437,14 +447,14 @@ def _val_part(
     rect: Rect,
     norms: tuple[Normalization, Normalization],
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A validation part: `_part`, or without a clean plane the neighbour pair of its degraded
-    part (cropped to even sides)."""
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray | None]:
+    """A validation part and the pixels it is scored on: `_part` and all pixels, or without a
+    clean plane its degraded part with blind spots, the degraded part, and the blind spots."""
     degraded, clean = _part(source, target, rect, norms)
     if clean is not None:
-        return degraded, clean
-    height, width = degraded.shape[0] // 2 * 2, degraded.shape[1] // 2 * 2
-    return neighbour_pair(degraded[:height, :width], rng)
+        return (degraded, clean), None
+    masked, mask = blind_spots(degraded, rng)
+    return (masked, degraded), mask
 
 
 def _regions(plane_shape: tuple[int, int], rois: Sequence[Rect] | None) -> list[Rect]:
@@ -467,14 +477,13 @@ def _regions(plane_shape: tuple[int, int], rois: Sequence[Rect] | None) -> list[
     return regions
 
 
-def _split(region: Rect, val_fraction: float, min_val: int = MIN_VAL) -> tuple[Rect, Rect | None]:
-    """(training, validation) parts: validation is the last strip across the longer side, at
-    least `min_val` pixels wide."""
+def _split(region: Rect, val_fraction: float) -> tuple[Rect, Rect | None]:
+    """(training, validation) parts: validation is the last strip across the longer side."""
     y0, y1, x0, x1 = region
     along_x = x1 - x0 >= y1 - y0
     start, end = (x0, x1) if along_x else (y0, y1)
     size = end - start
-    val = 0 if val_fraction == 0 else max(min_val, round(val_fraction * size))
+    val = 0 if val_fraction == 0 else max(MIN_VAL, round(val_fraction * size))
     if size - val < MIN_PATCH or min(y1 - y0, x1 - x0) < MIN_PATCH:
         raise InputError(
             f"the region y {y0}:{y1}, x {x0}:{x1} is too small: its training part must be at "
@@ -622,7 +631,7 @@ def _val_psnr(
     Parts are padded by reflection to a multiple of 8 and cropped back; each pass keeps the tone
     (allowing for noise clipped at the dtype's ends) and, with percentile scaling, the exposure;
     outputs and targets are clipped to [0, 1]; grey outputs are the mean of the three channels:
-    all as in `restore`.
+    all as in `restore`. Only the pixels of a part's `val_mask` count, where it has one.
     """
     was_training = net.training
     net.eval()
@@ -643,8 +652,11 @@ def _val_psnr(
             if target.shape[2] == 1:
                 restored = restored.mean(dim=1, keepdim=True)
             expected = torch.from_numpy(target).permute(2, 0, 1)[None].to(device).clamp(0, 1)
-            squared += float(((restored - expected) ** 2).sum())
-            count += expected.numel()
+            errors = (restored - expected) ** 2
+            if sample.val_mask is not None:
+                errors = errors[..., torch.from_numpy(sample.val_mask).to(device)]
+            squared += float(errors.sum())
+            count += errors.numel()
     net.train(was_training)
     return 10 * math.log10(1 / max(squared / count, 1e-10))
 
@@ -680,3 +692,20 @@ def _data_text(training: dict) -> str:
     if training["self_supervised"]:
         return f"{training['pairs']} noisy image(s), self-supervised (Neighbor2Neighbor)"
     return f"{training['pairs']} pair(s)"
+
+
+def _planes(layout: PlaneLayout, values: int, pairs: int) -> list[tuple[int, ...]]:
+    """The plane indices of one of `pairs` pairs to train on, each plane holding `values` values:
+    all of them, or evenly spaced ones within its share of `MAX_VALUES` (with a warning)."""
+    indices = list(layout.indices())
+    room = max(1, MAX_VALUES // (pairs * values))
+    if room >= len(indices):
+        return indices
+    warnings.warn(
+        AllInOneWarning(
+            f"fine-tuning on {room} of the {len(indices)} planes, evenly spaced, to stay within "
+            f"{MAX_VALUES * 4 // 2**30} GiB of memory"
+        ),
+        stacklevel=3,
+    )
+    return [indices[i] for i in np.linspace(0, len(indices) - 1, room).round().astype(int)]

@@ -24,6 +24,8 @@ NEIGHBOURS = torch.tensor([[0, 1], [1, 0], [0, 2], [2, 0], [1, 3], [3, 1], [2, 3
 """Ordered pairs of neighbouring pixels of a 2x2 cell, pixels numbered row by row."""
 REGULARISER = 1.0
 """Weight of the consistency term (the paper's gamma)."""
+SPACING = 4
+"""One pixel of every `SPACING` x `SPACING` block is a blind spot in validation (`blind_spots`)."""
 
 
 def draw_neighbours(rng: np.random.Generator, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -62,3 +64,21 @@ def neighbour_loss(
     difference = restore(subsample(noisy, first)).float() - subsample(noisy, second)
     shift = subsample(full, first) - subsample(full, second)
     return difference.pow(2).mean() + REGULARISER * (difference - shift).pow(2).mean()
+
+
+def blind_spots(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(masked image, mask) for validating without a clean image (Noise2Self, Batson and Royer,
+    ICML 2019): one pixel of every `SPACING` x `SPACING` block of an (H, W, C) array, at an offset
+    drawn with `rng`, replaced by the mean of its four neighbours; `mask` (H, W) marks them.
+
+    A restoration of the masked image never saw the noise of the masked pixels, so its squared
+    error against their noisy values is, on average, its error against the clean image plus the
+    noise variance: such a PSNR ranks restorations as the true one would."""
+    height, width = image.shape[:2]
+    dy, dx = (int(v) for v in rng.integers(SPACING, size=2))
+    mask = np.zeros((height, width), bool)
+    mask[dy::SPACING, dx::SPACING] = True
+    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+    neighbours = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]) / 4
+    masked = np.where(mask[:, :, None], neighbours, image).astype(image.dtype)
+    return masked, mask
