@@ -137,12 +137,15 @@ def test_restore_undoes_the_estimated_darkening(tiny_restorer, monkeypatch) -> N
 
 def test_finetuning_undoes_the_darkening_of_the_degraded_image_only() -> None:
     dark, clean = photo(level=30), photo(level=120)
+    rng = np.random.default_rng(0)
     with pytest.warns(AllInOneWarning):
-        (corrected,) = _samples([(dark, clean)], "YXC", None, 0.2, "auto", lambda view: DARKENED)
+        (corrected,) = _samples(
+            [(dark, clean)], "YXC", None, 0.2, "auto", lambda view: DARKENED, rng
+        )
     degraded, target = (np.asarray(part) for part in corrected.train)
     assert degraded.mean() == pytest.approx(4 * 30 / 255, rel=0.02)
     assert target.mean() == pytest.approx(120 / 255, rel=0.02)
-    (kept,) = _samples([(dark, clean)], "YXC", None, 0.2, "auto", lambda view: UNCHANGED)
+    (kept,) = _samples([(dark, clean)], "YXC", None, 0.2, "auto", lambda view: UNCHANGED, rng)
     assert kept.keep_exposure and corrected.keep_exposure
 
 

@@ -39,6 +39,7 @@ from allinone.cli import main
 from allinone.errors import InputError
 from allinone.infer.axes import normalize_axes
 from allinone.io import read_image, write_image
+from napari_allinone._finetune import NO_CLEAN
 from napari_allinone._workers import JobState
 
 TINY = ["--model", "tiny", "--device", "cpu"]
@@ -229,8 +230,9 @@ def test_widgets_offer_image_layers_only(viewer) -> None:
     restore = open_widget(viewer, "Restore")
     composition = open_widget(viewer, "Degradation composition")
     finetune = open_widget(viewer, "Fine-tune")
-    for combo in (restore.layer, composition.layer, finetune.degraded, finetune.clean):
+    for combo in (restore.layer, composition.layer, finetune.degraded):
         assert _names(combo) == ["image"]
+    assert _names(finetune.clean) == [NO_CLEAN, "image"]
     assert _names(composition.shapes) == ["shapes"]
     assert _names(finetune.regions) == ["(whole image)", "shapes"]
 
