@@ -19,13 +19,21 @@ the steps each run took. Figures are printed, not asserted.
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 import time
 
 import numpy as np
 import torch
 
-from allinone.evaluate import add_noise, crop_multiple, psnr, read_grey, read_rgb
+from allinone.evaluate import (
+    add_noise,
+    crop_multiple,
+    git_commit,
+    hardware,
+    psnr,
+    read_grey,
+    read_rgb,
+)
 from allinone.infer.restorer import Restorer
 from allinone.train.data import data_root
 
@@ -49,12 +57,9 @@ def per_image(restorer: Restorer, args: argparse.Namespace) -> None:
             clean = crop_multiple(read_rgb(path), 16)
             noisy = add_noise(clean, sigma, index)
             tuned, steps = adapted(restorer, noisy, args.seconds)
-            row = [psnr(clean, image) for image in (noisy, restorer.restore(noisy))]
-            row.append(psnr(clean, tuned.restore(noisy)))
-            rows.append(row)
-            print(f"| {path.stem} | {_cells(row)} | {row[2] - row[1]:+.2f} | {steps} |", flush=True)
-        mean = np.mean(rows, axis=0)
-        print(f"| **mean** | {_cells(mean)} | {mean[2] - mean[1]:+.2f} | |")
+            rows.append(scores(clean, noisy, restorer, tuned))
+            print(f"| {path.stem} | {_cells(rows[-1])} | {steps} |", flush=True)
+        print(f"| **mean** | {_cells(np.mean(rows, axis=0))} | |")
 
 
 def per_sample(restorer: Restorer, args: argparse.Namespace) -> None:
@@ -66,16 +71,19 @@ def per_sample(restorer: Restorer, args: argparse.Namespace) -> None:
     rows = []
     for field in FMD_FIELDS:
         noisy, clean = (read_grey(root / f"{kind}/fov{field}.png") for kind in ("input", "target"))
-        row = [psnr(clean, image) for image in (noisy, restorer.restore(noisy))]
-        row.append(psnr(clean, tuned.restore(noisy)))
-        rows.append(row)
-        print(f"| {field} | {_cells(row)} | {row[2] - row[1]:+.2f} |", flush=True)
-    mean = np.mean(rows, axis=0)
-    print(f"| **mean** | {_cells(mean)} | {mean[2] - mean[1]:+.2f} |")
+        rows.append(scores(clean, noisy, restorer, tuned))
+        print(f"| {field} | {_cells(rows[-1])} |", flush=True)
+    print(f"| **mean** | {_cells(np.mean(rows, axis=0))} |")
+
+
+def scores(clean: np.ndarray, noisy: np.ndarray, given: Restorer, tuned: Restorer) -> list[float]:
+    """PSNR of the noisy image, of `given`'s and of `tuned`'s restorations."""
+    return [psnr(clean, image) for image in (noisy, given.restore(noisy), tuned.restore(noisy))]
 
 
 def _cells(row) -> str:
-    return " | ".join(f"{value:.2f}" for value in row)
+    """The row's PSNRs and the gain of the last over the one before it."""
+    return " | ".join(f"{value:.2f}" for value in row) + f" | {row[2] - row[1]:+.2f}"
 
 
 def main() -> None:
@@ -90,8 +98,10 @@ def main() -> None:
     args = parser.parse_args()
     restorer = Restorer.from_pretrained(args.model, device=args.device)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"# Self-supervised fine-tuning: {args.model} on {args.device}, {started}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(f"# Self-supervised fine-tuning: {args.model} on {args.device}, {started}\n")
+    print(f"`python {' '.join(sys.argv)}`\n")
+    print(f"commit {git_commit()}; torch {torch.__version__}, {torch.get_num_threads()} threads;")
+    print(f"{hardware(restorer.device)}")
     per_image(restorer, args)
     per_sample(restorer, args)
 
