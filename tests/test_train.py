@@ -19,11 +19,13 @@ from allinone.infer.restorer import Restorer
 from allinone.models import PRESETS, build_network
 from allinone.train import checkpoint
 from allinone.train.checkpoint import SHARD_BYTES, _shards, load_checkpoint, save_checkpoint
+from allinone.train.composition import HeadConfig, train_head, validate, validation_set
 from allinone.train.data import (
     ImageSet,
     PatchSampler,
     data_root,
     degrade_batch,
+    load_images,
     load_real_pairs,
     real_pair_paths,
     training_paths,
@@ -440,3 +442,36 @@ def test_training_pace_and_time_left() -> None:
     assert line == "step=200 lr=0.001 (0.5 s/step, 0:07:30 left)"
     budget = _TrainingPace(100, 1100, seconds=120.0).line(record, elapsed=50.0)
     assert budget.endswith("(0.5 s/step, 0:01:10 left)")  # the budget ends first
+
+
+def test_retraining_the_composition_head_changes_only_the_head(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "head.safetensors"
+    args = ["train-composition", "--model", "tiny", "--data", str(data), "--out", str(out)]
+    assert main([*args, "--steps", "20", "--patch-size", "32"]) == 0
+    before = Restorer.from_pretrained("tiny", device="cpu").state_dict()
+    after = Restorer.from_pretrained(out, device="cpu")
+    changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("composition.") for k in changed)
+    record = after.card.training["composition_head"]
+    assert record["steps"] == 20 and record["patch_size"] == 32
+    assert record["val_loss"] < record["val_loss_before"]
+    assert 0.0 <= record["val_top1"] <= 1.0
+    assert main([*args, "--steps", "1", "--patch-size", "32"]) == 2  # never replaced silently
+
+
+def test_the_retrained_head_is_the_best_validated_one(data: Path) -> None:
+    photos, microscopy, validation = training_paths(data, 2)
+    images = ImageSet(load_images(photos), load_images(microscopy))
+    net = build_network("tiny").eval()
+    crops = torch.from_numpy(np.stack(load_images(validation))).permute(0, 3, 1, 2)
+    encoded = validation_set(net, crops.float() / 255)
+    assert encoded.labels.shape == (2 * (18 + 3), len(DEGRADATIONS))
+    assert int(encoded.single.sum()) == 36
+    records = []
+    config = HeadConfig(steps=6, patch_size=32, batch_size=4, validate_every=2, lr=0.05)
+    result = train_head(net, images, encoded, config, records.append)
+    validated = [r.val_loss for r in records if r.val_loss is not None]
+    assert len(records) == 6 and len(validated) == 3
+    assert result["val_loss"] == round(min([result["val_loss_before"], *validated]), 4)
+    assert validate(net, encoded)[0] == pytest.approx(result["val_loss"], abs=1e-4)
+    assert not any(p.requires_grad for p in net.parameters())

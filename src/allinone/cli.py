@@ -225,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     exposure.add_argument("--steps", type=_positive_int, default=3000, metavar="N")
     exposure.add_argument("--seed", type=int, default=0, metavar="N")
 
+    head = commands.add_parser(
+        "train-composition",
+        help="retrain a model's composition head, the rest of the network frozen",
+        description="Retrain the composition head of --model on the training data (see "
+        "allinone.train.composition), on the CPU, and save the model with the new head.",
+    )
+    head.add_argument("--model", default="default", metavar="NAME|PATH", help="default: default")
+    head.add_argument("--out", required=True, metavar="PATH", help="the new model's .safetensors")
+    head.add_argument("--data", metavar="DIR", help="data folder (default: $ALLINONE_DATA)")
+    head.add_argument("--steps", type=_positive_int, default=3000, metavar="N")
+    head.add_argument("--patch-size", type=_positive_int, default=128, metavar="N")
+    head.add_argument("--seed", type=int, default=0, metavar="N")
+    head.add_argument("--overwrite", action="store_true", help="replace an existing model")
+
     evaluate = commands.add_parser(
         "eval",
         help="measure restoration quality on the benchmark sets",
@@ -525,6 +539,26 @@ def _cmd_train_exposure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_composition(args: argparse.Namespace) -> int:
+    from allinone.infer.restorer import Restorer
+    from allinone.train.composition import HeadConfig, retrain_from_data
+    from allinone.train.data import data_root
+
+    def report(record) -> None:
+        if record.val_loss is not None:
+            _print_line(
+                f"step {record.step} loss={record.loss:.4f} val_loss={record.val_loss:.4f} "
+                f"val_top1={100 * record.val_top1:.1f}%"
+            )
+
+    output = _model_output(args.out, args.overwrite)
+    restorer = Restorer.from_pretrained(args.model, device="cpu")
+    config = HeadConfig(steps=args.steps, patch_size=args.patch_size, seed=args.seed)
+    retrained = retrain_from_data(restorer, data_root(args.data), config, report)
+    _print_line(f"saved {retrained.save(output)}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from allinone.evaluate import Context, evaluate, parse_tasks, provenance, to_markdown
     from allinone.infer.restorer import Restorer
@@ -707,6 +741,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": _cmd_models,
     "train": _cmd_train,
     "train-exposure": _cmd_train_exposure,
+    "train-composition": _cmd_train_composition,
     "eval": _cmd_eval,
     "batch": _cmd_batch,
     "finetune": _cmd_finetune,
