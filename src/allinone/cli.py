@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--model", default="default", metavar="NAME|PATH", help="default: default")
     head.add_argument("--out", required=True, metavar="PATH", help="the new model's .safetensors")
     head.add_argument("--data", metavar="DIR", help="data folder (default: $ALLINONE_DATA)")
-    head.add_argument("--steps", type=_positive_int, default=3000, metavar="N")
+    head.add_argument("--steps", type=_positive_int, default=2000, metavar="N")
     head.add_argument("--patch-size", type=_positive_int, default=128, metavar="N")
     head.add_argument("--seed", type=int, default=0, metavar="N")
     head.add_argument("--overwrite", action="store_true", help="replace an existing model")

@@ -53,7 +53,7 @@ VALIDATION_IMAGES = 8
 class HeadConfig:
     """How the head is retrained (recorded in the model card)."""
 
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 16
     patch_size: int = 128
     lr: float = 1e-3
