@@ -24,6 +24,7 @@ from allinone.degradations import (
     motion_kernel,
     poisson_gaussian_noise,
     synthesize,
+    to_8_bits,
 )
 from allinone.types import DEGRADATIONS
 
@@ -339,3 +340,9 @@ def test_synthesize_on_gpu_matches_device_and_is_deterministic():
     assert torch.equal(a.degraded, b.degraded)
     c = synthesize(x, gen(5), mix_probability=0.5)  # a CPU generator drives a GPU batch
     assert c.degraded.device == x.device
+
+
+def test_to_8_bits_clips_and_rounds_to_the_256_levels() -> None:
+    x = torch.tensor([-0.2, 0.0, 0.31, 100.4 / 255, 100.6 / 255, 1.0, 1.7])
+    levels = to_8_bits(x) * 255
+    assert levels.tolist() == pytest.approx([0, 0, 79, 100, 101, 255, 255])

@@ -13,13 +13,20 @@ import pytest
 import torch
 
 from allinone.cli import _TrainingPace, main
+from allinone.degradations import to_8_bits
 from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError
 from allinone.infer.restorer import Restorer
 from allinone.models import PRESETS, build_network
-from allinone.train import checkpoint
+from allinone.train import checkpoint, composition
 from allinone.train.checkpoint import SHARD_BYTES, _shards, load_checkpoint, save_checkpoint
-from allinone.train.composition import HeadConfig, train_head, validate, validation_set
+from allinone.train.composition import (
+    HeadConfig,
+    head_inputs,
+    train_head,
+    validate,
+    validation_set,
+)
 from allinone.train.data import (
     ImageSet,
     PatchSampler,
@@ -459,7 +466,14 @@ def test_retraining_the_composition_head_changes_only_the_head(data: Path, tmp_p
     assert main([*args, "--steps", "1", "--patch-size", "32"]) == 2  # never replaced silently
 
 
-def test_the_retrained_head_is_the_best_validated_one(data: Path) -> None:
+def test_the_retrained_head_is_the_best_validated_one(data: Path, monkeypatch) -> None:
+    seen = []
+
+    def recording(net, x):
+        seen.append(x)
+        return head_inputs(net, x)
+
+    monkeypatch.setattr(composition, "head_inputs", recording)
     photos, microscopy, validation = training_paths(data, 2)
     images = ImageSet(load_images(photos), load_images(microscopy))
     net = build_network("tiny").eval()
@@ -475,3 +489,5 @@ def test_the_retrained_head_is_the_best_validated_one(data: Path) -> None:
     assert result["val_loss"] == round(min([result["val_loss_before"], *validated]), 4)
     assert validate(net, encoded)[0] == pytest.approx(result["val_loss"], abs=1e-4)
     assert not any(p.requires_grad for p in net.parameters())
+    assert len(seen) == 2 * (18 + 1) + 6  # each crop: 18 singles, 1 batch of mixtures; 6 steps
+    assert all(torch.equal(x, to_8_bits(x)) for x in seen)  # read as 8-bit images are

@@ -7,6 +7,7 @@ multi-label targets for training; ``apply`` applies one named degradation at giv
 
 from __future__ import annotations
 
+from allinone.degradations._common import to_8_bits
 from allinone.degradations.blur import (
     apply_kernel,
     defocus_kernel,
@@ -45,4 +46,5 @@ __all__ = [
     "motion_kernel",
     "poisson_gaussian_noise",
     "synthesize",
+    "to_8_bits",
 ]

@@ -54,3 +54,8 @@ def kernel_grid(size: int, device: torch.device | str | None = None) -> tuple[Te
     (1, k, 1) tensors that broadcast against a batch of kernels."""
     r = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
     return r.view(1, 1, -1), r.view(1, -1, 1)
+
+
+def to_8_bits(x: Tensor) -> Tensor:
+    """`x` clipped to [0, 1] and rounded to the 256 levels of an 8-bit image."""
+    return torch.round(x.clamp(0, 1) * 255) / 255

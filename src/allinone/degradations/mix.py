@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from allinone.degradations._common import Param, per_sample, rand, view4
+from allinone.degradations._common import Param, per_sample, rand, to_8_bits, view4
 from allinone.degradations.blur import apply_kernel, defocus_kernel, gaussian_kernel, motion_kernel
 from allinone.degradations.downsample import low_resolution
 from allinone.degradations.haze import FAR, NEAR, add_background_haze, add_haze
@@ -97,7 +97,7 @@ def _low_light(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Te
     dark = low_light(x, gamma, 0.6 - 0.45 * s, g, photons=None)
     noisy = poisson_gaussian_noise(dark, 10 ** (3.3 - 0.8 * s), (0.5 + 2 * s) / 255, g)
     noiseless = rand((x.shape[0],), g, x) < NOISELESS_LOW_LIGHT
-    return torch.where(view4(noiseless), torch.round(dark * 255) / 255, noisy)
+    return torch.where(view4(noiseless), to_8_bits(dark), noisy)
 
 
 def _downsample(x: Tensor, s: Tensor, g: torch.Generator, microscopy: bool) -> Tensor:

@@ -9,11 +9,14 @@ representation and the restorations stay those of the given model except where i
 the composition (the exposure and scene-haze gates of `allinone.infer`).
 
 Each step cuts `batch_size` crops as the training sampler does (colour and grey photos,
-microscopy fields, a real FMD pair) and degrades them with `degrade_batch` (single and mixed
-types, equal weights); the loss is the BCE of the image-level logits. Validation uses a fixed set
-made from the held-out DIV2K crops (every type alone at three severities, and mixtures), encoded
-once: its BCE picks the head that is kept, and its top-1 accuracy on the single degradations is
-recorded. Deterministic given the seed.
+microscopy fields, a real FMD pair), degrades them with `degrade_batch` (single and mixed types,
+equal weights) and rounds them to 8 bits, as the images the head will read are quantised: on
+unrounded images it learned to tell downsampling from blur by traces that rounding erases (the
+first retrained head named 24 of 24 downsampled validation crops right unrounded, 14 rounded).
+The loss is the BCE of the image-level logits. Validation uses a fixed set made from the
+held-out DIV2K crops (every type alone at three severities, and mixtures, rounded alike),
+encoded once: its BCE picks the head that is kept, and its top-1 accuracy on the single
+degradations is recorded. Deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from allinone.degradations import apply, synthesize
+from allinone.degradations import apply, synthesize, to_8_bits
 from allinone.evaluate import crop_centre
 from allinone.infer.restorer import Restorer
 from allinone.models import AllInOneNet
@@ -115,7 +118,7 @@ def validation_set(net: AllInOneNet, crops: torch.Tensor, seed: int = 1) -> Enco
         )
         degraded.append(mixed.degraded)
         labels.append(mixed.labels)
-    encoded = [head_inputs(net, d) for d in degraded]
+    encoded = [head_inputs(net, to_8_bits(d)) for d in degraded]
     label_rows = torch.cat(labels)
     return Encoded(
         [torch.cat([w[level] for w, _ in encoded]) for level in range(len(encoded[0][0]))],
@@ -158,7 +161,7 @@ def train_head(
         pairs = sampler.sample_pairs(config.real_pairs) if images.pairs else None
         _, batch = degrade_batch(photos, microscopy, generator, config.grey_fraction, pairs)
         loss = F.binary_cross_entropy_with_logits(
-            image_logits(net, *head_inputs(net, batch.degraded)), batch.labels
+            image_logits(net, *head_inputs(net, to_8_bits(batch.degraded))), batch.labels
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from allinone.degradations import apply, low_light, poisson_gaussian_noise
+from allinone.degradations import apply, low_light, poisson_gaussian_noise, to_8_bits
 from allinone.models.exposure import ExposureNet, curve_parameters, overview_of, undo_curve
 from allinone.train.data import load_images, training_paths
 
@@ -90,7 +90,7 @@ def _darken(x: torch.Tensor, rng: np.random.Generator, generator: torch.Generato
             photons, read = 10 ** (3.3 - 0.8 * severity), (0.5 + 2 * severity) / 255
             dark = poisson_gaussian_noise(dark, photons, read, generator)
         out[i : i + 1] = dark
-    return torch.round(out.clamp(0, 1) * 255) / 255
+    return to_8_bits(out)
 
 
 def exposure_batch(
