@@ -31,7 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from allinone.degradations import apply, synthesize, to_8_bits
-from allinone.evaluate import crop_centre
+from allinone.evaluate import (
+    COMPOSITION_CROP,
+    COMPOSITION_SEVERITIES,
+    MIXTURES_PER_IMAGE,
+    crop_centre,
+)
 from allinone.infer.restorer import Restorer
 from allinone.models import AllInOneNet
 from allinone.train.data import (
@@ -46,9 +51,6 @@ from allinone.train.data import (
 )
 from allinone.types import DEGRADATIONS
 
-SEVERITIES = (0.25, 0.5, 0.75)
-MIXTURES = 3
-"""Mixtures of 2-3 types made from each validation crop."""
 VALIDATION_IMAGES = 8
 
 
@@ -104,25 +106,28 @@ def image_logits(net: AllInOneNet, weights: list[torch.Tensor], latent: torch.Te
 
 
 def validation_set(net: AllInOneNet, crops: torch.Tensor, seed: int = 1) -> Encoded:
-    """Every crop (B, 3, H, W) under each type alone at `SEVERITIES`, and under `MIXTURES`
-    mixtures, encoded by `net`."""
+    """Every crop (B, 3, H, W) under each type alone at the benchmark's severities, and under
+    as many mixtures as the benchmark makes of a photo (`allinone.evaluate`), encoded by `net`."""
     generator = torch.Generator().manual_seed(seed)
     degraded, labels = [], []
     for x in crops.split(1):
         for column, name in enumerate(DEGRADATIONS):
-            for severity in SEVERITIES:
+            for severity in COMPOSITION_SEVERITIES:
                 degraded.append(apply(x, name, severity, generator))
                 labels.append(F.one_hot(torch.tensor([column]), len(DEGRADATIONS)).float())
         mixed = synthesize(
-            x.repeat(MIXTURES, 1, 1, 1), generator, mix_probability=1.0, clean_probability=0.0
+            x.repeat(MIXTURES_PER_IMAGE, 1, 1, 1),
+            generator,
+            mix_probability=1.0,
+            clean_probability=0.0,
         )
         degraded.append(mixed.degraded)
         labels.append(mixed.labels)
-    encoded = [head_inputs(net, to_8_bits(d)) for d in degraded]
+    weights, latents = zip(*(head_inputs(net, to_8_bits(d)) for d in degraded), strict=True)
     label_rows = torch.cat(labels)
     return Encoded(
-        [torch.cat([w[level] for w, _ in encoded]) for level in range(len(encoded[0][0]))],
-        torch.cat([latent for _, latent in encoded]),
+        [torch.cat(level) for level in zip(*weights, strict=True)],
+        torch.cat(latents),
         label_rows,
         label_rows.sum(dim=1) == 1,
     )
@@ -200,7 +205,7 @@ def retrain_from_data(
         load_real_pairs(real_pair_paths(root)),
     )
     net = copy.deepcopy(restorer.net).to("cpu", memory_format=torch.contiguous_format).float()
-    centres = [crop_centre(image, 256) for image in load_images(validation)]
+    centres = [crop_centre(image, COMPOSITION_CROP) for image in load_images(validation)]
     crops = torch.from_numpy(np.stack(centres)).permute(0, 3, 1, 2).float() / 255.0
     encoded = validation_set(net, crops)
     record = train_head(net, images, encoded, config, on_record)
