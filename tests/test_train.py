@@ -304,10 +304,37 @@ def test_type_weights_reach_every_part_of_a_batch() -> None:
     assert applied.sum() >= 8 and (blur[applied] == 1).all()
 
 
+def test_round_photos_rounds_the_photos_only() -> None:
+    photos, micro = torch.rand(4, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    pairs = (torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    runs = [
+        degrade_batch(photos, micro, torch.Generator().manual_seed(0), 0.5, pairs, None, flag)
+        for flag in (False, True)
+    ]
+    (clean, plain), (clean_rounded, rounded) = runs
+    assert torch.equal(clean, clean_rounded) and torch.equal(plain.labels, rounded.labels)
+    assert torch.equal(rounded.degraded[:4], to_8_bits(plain.degraded[:4]))
+    assert not torch.equal(plain.degraded[:4], rounded.degraded[:4])
+    assert torch.equal(rounded.degraded[4:], plain.degraded[4:])  # microscopy, real pair
+
+
+def test_round_photos_rounds_the_validation_set(data: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(CONFIG, round_photos=True, steps=1)
+    _, degraded = Trainer(config, tmp_path, data=data).validation
+    assert torch.equal(degraded, to_8_bits(degraded))
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.json")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
     config = TrainConfig.from_file(path)
     assert config.preset in PRESETS
+
+
+def test_a_cycle_start_restarts_the_schedule() -> None:
+    plain = TrainConfig(steps=1000, warmup_steps=100)
+    later = dataclasses.replace(plain, steps=6000, cycle_start=5000)
+    for step in (0, 50, 100, 550, 1000):
+        assert later.learning_rate(5000 + step) == plain.learning_rate(step)
 
 
 def test_schedules() -> None:
@@ -441,6 +468,28 @@ def test_cli_train_exports_with_a_description(data: Path, tmp_path: Path, capsys
     assert re.search(
         r"step=1 .*val_psnr=.* \([\d.e-]+ s/step, 0:00:00 left\)", capsys.readouterr().err
     )
+
+
+def test_fit_steps_sets_the_schedule_to_the_time_left(data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(dataclasses.replace(CONFIG, steps=1000), tmp_path, data=data)
+    left = trainer.fit_steps(seconds=3600.0, probe=2)
+    assert trainer.step == 2 and 3500 < left < 3600
+    assert trainer.config.cycle_start == 0 and trainer.config.steps > 100
+    assert trainer.config.learning_rate(trainer.config.steps) == pytest.approx(CONFIG.min_lr)
+    saved = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert saved["step"] == 2  # the probe ends in a checkpoint
+    resumed = Trainer(CONFIG, tmp_path, data=data)
+    resumed.fit_steps(seconds=0.0, probe=1)  # a warm restart at step 2, out of time at once
+    assert (resumed.config.cycle_start, resumed.step, resumed.config.steps) == (2, 3, 3)
+    assert resumed.config.learning_rate(2) == CONFIG.learning_rate(0)
+
+
+def test_fit_steps_needs_a_time_budget(data: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"preset": "tiny"}))
+    argv = ["train", "--config", str(config), "--out", str(tmp_path), "--data", str(data)]
+    assert main([*argv, "--fit-steps"]) != 0
+    assert "--fit-steps needs --seconds" in capsys.readouterr().err
 
 
 def test_training_pace_and_time_left() -> None:

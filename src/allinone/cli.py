@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", metavar="DEVICE", help="default: auto")
     train.add_argument("--steps", type=_positive_int, metavar="N", help="override the config")
     train.add_argument("--seconds", type=float, metavar="S", help="stop (resumably) after S s")
+    train.add_argument(
+        "--fit-steps",
+        action="store_true",
+        help="with --seconds: time the first 50 steps, then set the config's steps so that the "
+        "learning rate finishes its schedule as the S seconds run out",
+    )
     train.add_argument("--export", metavar="PATH", help="save the model here when done")
     train.add_argument("--description", default="", help="the exported model card's description")
 
@@ -505,6 +511,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from allinone.train.loop import TrainConfig, Trainer
 
     config = TrainConfig.from_file(args.config, steps=args.steps)
+    if args.fit_steps and args.seconds is None:
+        raise InputError("--fit-steps needs --seconds")
     trainer = Trainer(config, Path(args.out), data=args.data, device=resolve_device(args.device))
     try:
         if trainer.is_main:
@@ -515,7 +523,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"training {config.preset} from step {trainer.step} to {config.steps}{ranks}"
             )
         pace = _TrainingPace(trainer.step, config.steps, args.seconds)
-        trainer.run(seconds=args.seconds, report=pace.report)
+        seconds = args.seconds
+        if args.fit_steps:
+            seconds = trainer.fit_steps(args.seconds, report=pace.report)
+            pace.until = trainer.config.steps
+            if trainer.is_main:
+                _print_line(f"steps set to {pace.until} to finish within {args.seconds:g} s")
+        trainer.run(seconds=seconds, report=pace.report)
         if args.export and trainer.is_main:
             name = Path(args.export).stem
             path = trainer.export(Path(args.export), name=name, description=args.description)

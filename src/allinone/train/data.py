@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from allinone.degradations import DegradedBatch, synthesize
+from allinone.degradations import DegradedBatch, synthesize, to_8_bits
 from allinone.errors import InputError
 from allinone.infer.normalize import fit_normalization
 from allinone.types import DEGRADATIONS
@@ -177,6 +177,10 @@ def _real_noise(pairs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor,
     return clean, DegradedBatch(noisy, labels, torch.zeros_like(labels))
 
 
+def _rounded(batch: DegradedBatch) -> DegradedBatch:
+    return DegradedBatch(to_8_bits(batch.degraded), batch.labels, batch.severities)
+
+
 def degrade_batch(
     photos: torch.Tensor,
     microscopy: torch.Tensor | None,
@@ -184,6 +188,7 @@ def degrade_batch(
     grey_fraction: float = 0.0,
     real_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
     type_weights: Mapping[str, float] | None = None,
+    round_photos: bool = False,
 ) -> tuple[torch.Tensor, DegradedBatch]:
     """Synthesise degradations for a batch; return (clean, degraded batch).
 
@@ -191,11 +196,14 @@ def degrade_batch(
     on one channel before being replicated to three, so the network sees grey planes exactly as
     the Restorer gives them (identical channels, noise included). `real_pairs` (noisy, clean)
     join the batch as they are, labelled noise. `type_weights` weigh the degradation types drawn
-    (see `synthesize`).
+    (see `synthesize`). `round_photos` rounds the degraded photos (colour and grey, not the
+    microscopy) to 8 bits, as the photos the model will restore are quantised.
     """
     split = int(round(photos.shape[0] * grey_fraction))
     parts = [_synthesize_grey(photos[:split], generator, False, type_weights)] if split else []
     parts.append((photos[split:], synthesize(photos[split:], generator, weights=type_weights)))
+    if round_photos:
+        parts = [(clean, _rounded(batch)) for clean, batch in parts]
     if microscopy is not None:
         parts.append(_synthesize_grey(microscopy, generator, True, type_weights))
     if real_pairs is not None:

@@ -4,7 +4,8 @@ Each step restores the degraded batch and re-degrades the clean batch through th
 network with the same representation; the loss is L1(restored, clean) + w_d * L1(re-degraded,
 degraded) + w_c * BCE(composition, labels). w_d ramps linearly from 0 to `degrade_weight` over the
 first `degrade_warmup` steps (the representation first learns to help restoring, then to explain
-the degradation); w_c is constant. The learning rate warms up linearly, then follows a cosine.
+the degradation); w_c is constant. The learning rate warms up linearly, then follows a cosine,
+from step `cycle_start` (0, or a warm restart of a continued run).
 
 Launched by `torchrun --nproc_per_node=N -m allinone.cli train ...` (WORLD_SIZE > 1), each process
 trains the same network under DistributedDataParallel (gloo on the CPU, nccl on CUDA, one GPU per
@@ -21,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from allinone.degradations import check_type_weights
+from allinone.degradations import check_type_weights, to_8_bits
 from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError
 from allinone.models import AllInOneNet, build_network
@@ -80,6 +81,10 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True
     cpu_bf16: bool = False
+    round_photos: bool = False
+    """Round the degraded photos (training and validation) to 8 bits, as real photos are."""
+    cycle_start: int = 0
+    """The step at which the warm-up and the cosine start (later than 0: a warm restart)."""
 
     def __post_init__(self) -> None:
         try:
@@ -102,9 +107,10 @@ class TrainConfig:
         return cls(**data)
 
     def learning_rate(self, step: int) -> float:
+        step, steps = step - self.cycle_start, self.steps - self.cycle_start
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        progress = min(1.0, (step - self.warmup_steps) / max(1, steps - self.warmup_steps))
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
     def degrade_weight_at(self, step: int) -> float:
@@ -212,7 +218,8 @@ class Trainer:
         clean, _ = sampler.sample(4 * len(images))
         generator = torch.Generator(device=self.device).manual_seed(54321)
         clean = clean.to(self.device)
-        return clean, synthesize_validation(clean, generator)
+        degraded = synthesize_validation(clean, generator)
+        return clean, to_8_bits(degraded) if self.config.round_photos else degraded
 
     def _amp(self):
         """bf16 autocast on CUDA (`amp`) and on CPUs with native bf16 (`cpu_bf16`)."""
@@ -233,7 +240,13 @@ class Trainer:
         micro = micro.to(self.device) if micro is not None else None
         pairs = tuple(p.to(self.device) for p in self.sampler.sample_pairs(real)) if real else None
         clean, batch = degrade_batch(
-            photos, micro, self.synth, config.grey_fraction, pairs, config.type_weights
+            photos,
+            micro,
+            self.synth,
+            config.grey_fraction,
+            pairs,
+            config.type_weights,
+            config.round_photos,
         )
         self.net.train()
         with self._amp():
@@ -258,12 +271,15 @@ class Trainer:
             values /= self.dist.world_size
         return dict(zip(terms, values.tolist(), strict=True))
 
-    def _any_rank(self, flag: bool) -> bool:
+    def _max_over_ranks(self, value: float) -> float:
         if self.dist.world_size == 1:
-            return flag
-        value = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+            return value
+        tensor = torch.tensor([value], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return float(tensor.item())
+
+    def _any_rank(self, flag: bool) -> bool:
+        return self._max_over_ranks(float(flag)) > 0
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -367,6 +383,30 @@ class Trainer:
                 self.checkpoint()
             if out_of_time:
                 break
+
+    def fit_steps(
+        self,
+        seconds: float,
+        probe: int = 50,
+        report: Callable[[dict], None] | None = None,
+    ) -> float:
+        """Start a learning-rate cycle (warm-up, cosine) at the current step, train `probe` steps,
+        then set the config's `steps` so that the cycle ends when `seconds` (counted from this
+        call) run out at the pace measured, with a tenth to spare for validations and the export;
+        return the seconds left.
+
+        The warm-up does not depend on `steps`, so when it covers the probe the cycle follows
+        exactly the schedule of a config that had said so from the start. On a resumed run the
+        cycle is a warm restart.
+        """
+        start, first = time.monotonic(), self.step
+        self.config = replace(self.config, cycle_start=self.step)
+        self.run(until=self.step + probe, seconds=seconds, report=report)
+        elapsed = time.monotonic() - start
+        pace = self._max_over_ranks(elapsed / max(1, self.step - first))
+        left = seconds - self._max_over_ranks(elapsed)
+        self.config = replace(self.config, steps=self.step + max(0, int(0.9 * left / pace)))
+        return left
 
     def close(self) -> None:
         """Leave the process group, if this run joined one."""
