@@ -31,6 +31,7 @@ cp -r checkpoints/small/. "$run/"
   --description "Shipped default: small preset (1.7 M parameters incl. the training-only \
 degradation net), bidirectional training on synthesised single and mixed degradations, \
 microscopy fields and real FMD pairs of fields 7-20: 48,000 CPU steps (configs/small.json), \
+3,519 CPU steps on 128-px patches (configs/small-continue.json), \
 then GPU warm restarts (configs/small-gpu-continue.json); see benchmarks/RESULTS.md"
 
 cp "$run"/checkpoint/* "$out/checkpoint/"
