@@ -484,6 +484,14 @@ def test_fit_steps_sets_the_schedule_to_the_time_left(data: Path, tmp_path: Path
     assert resumed.config.learning_rate(2) == CONFIG.learning_rate(0)
 
 
+def test_fit_steps_restarts_a_run_whose_steps_are_done(data: Path, tmp_path: Path) -> None:
+    Trainer(dataclasses.replace(CONFIG, steps=2), tmp_path, data=data).run()
+    resumed = Trainer(dataclasses.replace(CONFIG, steps=2), tmp_path, data=data)
+    resumed.fit_steps(seconds=3600.0, probe=2)
+    assert resumed.step == 4 and resumed.config.cycle_start == 2
+    assert resumed.config.steps > 100  # paced by the probe's real steps
+
+
 def test_fit_steps_needs_a_time_budget(data: Path, tmp_path: Path, capsys) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"preset": "tiny"}))
@@ -498,6 +506,8 @@ def test_training_pace_and_time_left() -> None:
     assert line == "step=200 lr=0.001 (0.5 s/step, 0:07:30 left)"
     budget = _TrainingPace(100, 1100, seconds=120.0).line(record, elapsed=50.0)
     assert budget.endswith("(0.5 s/step, 0:01:10 left)")  # the budget ends first
+    probing = _TrainingPace(100, 150, None).line(record, elapsed=50.0)
+    assert probing.endswith("(0.5 s/step, 0:00:00 left)")  # past a last step not yet set
 
 
 def test_retraining_the_composition_head_changes_only_the_head(data: Path, tmp_path: Path) -> None:

@@ -519,9 +519,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ranks = (
                 f" on {trainer.dist.world_size} processes" if trainer.dist.world_size > 1 else ""
             )
-            _print_line(
-                f"training {config.preset} from step {trainer.step} to {config.steps}{ranks}"
-            )
+            last = "a step set by --fit-steps" if args.fit_steps else f"step {config.steps}"
+            _print_line(f"training {config.preset} from step {trainer.step} to {last}{ranks}")
         pace = _TrainingPace(trainer.step, config.steps, args.seconds)
         seconds = args.seconds
         if args.fit_steps:
@@ -737,7 +736,7 @@ class _TrainingPace:
     def line(self, record: dict, elapsed: float) -> str:
         """The record, then its seconds a step so far and the time left."""
         per_step = elapsed / max(1, record["step"] - self.first)
-        left = (self.until - record["step"]) * per_step
+        left = max(0, self.until - record["step"]) * per_step
         if self.seconds is not None:
             left = min(left, max(0.0, self.seconds - elapsed))
         clock = dt.timedelta(seconds=round(left))

@@ -397,10 +397,11 @@ class Trainer:
 
         The warm-up does not depend on `steps`, so when it covers the probe the cycle follows
         exactly the schedule of a config that had said so from the start. On a resumed run the
-        cycle is a warm restart.
+        cycle is a warm restart, even when the config's `steps` were reached already.
         """
         start, first = time.monotonic(), self.step
-        self.config = replace(self.config, cycle_start=self.step)
+        steps = max(self.config.steps, self.step + probe)
+        self.config = replace(self.config, cycle_start=self.step, steps=steps)
         self.run(until=self.step + probe, seconds=seconds, report=report)
         elapsed = time.monotonic() - start
         pace = self._max_over_ranks(elapsed / max(1, self.step - first))
