@@ -57,7 +57,7 @@ def test_two_process_training_and_resume(data_root, tmp_path):
     out = tmp_path / "run"
 
     first = _torchrun(config, out, data_root, steps=2)
-    assert first.stderr.count("training tiny from step 0 to 2 on 2 processes") == 1
+    assert first.stderr.count("training tiny from step 0 to step 2 on 2 processes") == 1
     assert _state(out)["step"] == 2
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
