@@ -157,6 +157,13 @@ def test_parse_tasks() -> None:
         evaluate.parse_tasks("denoise,sharpen")
 
 
+def test_eval_help_names_every_task(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    listed = "".join(capsys.readouterr().out.split())
+    assert f"someof{','.join(evaluate.TASKS)}" in listed
+
+
 def _task(key: str, model: float, *baselines: tuple[str, float]) -> TaskResult:
     rows = [Row(name, value, None, 1) for name, value in baselines]
     return TaskResult(key, key, [*rows, Row("ours", model, None, 1, kind="model")])

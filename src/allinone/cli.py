@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks",
         default="all",
         metavar="LIST",
-        help="all, or some of denoise,derain,dehaze,sr,deblur,lowlight,fmd,composition",
+        help="all, or some of denoise,derain,dehaze,hazephotos,sr,deblur,lowlight,fmd,composition",
     )
     evaluate.add_argument(
         "--limit", type=_positive_int, metavar="N", help="at most N images per set (default: all)"
