@@ -80,6 +80,22 @@ def test_roc_auc_of_one_class_is_nan() -> None:
     assert math.isnan(evaluate.roc_auc(np.ones(4), np.arange(4.0)))
 
 
+def test_confusion_counts_each_true_type_by_the_type_read() -> None:
+    noise, blur, downsample = (
+        evaluate.DEGRADATIONS.index(n) for n in ("noise", "blur", "downsample")
+    )
+    truth = np.array([noise, blur, blur, downsample, downsample, downsample])
+    read = np.array([noise, blur, downsample, blur, blur, downsample])
+    table = evaluate.confusion(truth, read)
+    assert list(table) == list(evaluate.DEGRADATIONS)
+    assert table["downsample"] == {n: 0 for n in evaluate.DEGRADATIONS} | {
+        "blur": 2,
+        "downsample": 1,
+    }
+    assert table["blur"]["downsample"] == 1 and table["noise"]["noise"] == 1
+    assert sum(table["rain"].values()) == 0
+
+
 def test_noise_protocol_psnr_matches_sigma() -> None:
     flat = np.full((96, 96, 3), 128, np.uint8) + np.arange(96, dtype=np.uint8)[:, None, None] // 8
     for sigma in evaluate.SIGMAS:
@@ -217,6 +233,10 @@ def test_eval_command_end_to_end(data_root: Path, tmp_path: Path, no_bm3d: None,
     composition = report["composition"]
     assert composition["single_count"] == 6 * len(evaluate.COMPOSITION_SEVERITIES)
     assert composition["mixture_count"] == evaluate.MIXTURES_PER_IMAGE
+    for name, counts in composition["single_confusion"].items():
+        assert sum(counts.values()) == len(evaluate.COMPOSITION_SEVERITIES)
+        assert counts[name] / sum(counts.values()) == composition["single_top1_per_type"][name]
+    assert "| true type | noise |" in text
 
 
 def test_eval_without_baselines_and_bad_data(data_root: Path, tmp_path: Path, capsys) -> None:

@@ -131,6 +131,7 @@ class CompositionResult:
     single_top1: float
     single_top1_per_type: dict[str, float]
     single_auc: dict[str, float]
+    single_confusion: dict[str, dict[str, int]]
     mixture_count: int
     mixture_auc: dict[str, float]
     mixture_exact: float
@@ -701,10 +702,22 @@ def run_composition(ctx: Context) -> CompositionResult:
             n: float(hits[truth == c].mean()) for c, n in enumerate(DEGRADATIONS)
         },
         single_auc=_auc_per_type(single_labels, single_scores),
+        single_confusion=confusion(truth, single_scores.argmax(axis=1)),
         mixture_count=len(mix_labels),
         mixture_auc=_auc_per_type(mix_labels, mix_scores),
         mixture_exact=float((predicted_sets == mix_labels.astype(bool)).all(axis=1).mean()),
     )
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray) -> dict[str, dict[str, int]]:
+    """How often each true type (index into `DEGRADATIONS`) was read as each type."""
+    return {
+        name: {
+            read: int(np.sum((truth == c) & (predicted == r)))
+            for r, read in enumerate(DEGRADATIONS)
+        }
+        for c, name in enumerate(DEGRADATIONS)
+    }
 
 
 def _auc_per_type(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -916,6 +929,15 @@ def _composition_section(result: CompositionResult) -> list[str]:
             f"| {name} | {100 * result.single_top1_per_type[name]:.1f} % | "
             f"{_number(result.single_auc[name], 3)} | {_number(result.mixture_auc[name], 3)} |"
         )
+    lines += [
+        "",
+        "Single degradations, true type (rows) against the type read (the most probable; columns):",
+        "",
+        "| true type | " + " | ".join(DEGRADATIONS) + " |",
+        "|---" * (len(DEGRADATIONS) + 1) + "|",
+    ]
+    for name, counts in result.single_confusion.items():
+        lines.append(f"| {name} | " + " | ".join(str(counts[r]) for r in DEGRADATIONS) + " |")
     return lines
 
 
