@@ -8,9 +8,11 @@ validation. Degradations are synthesised on the device, single and mixed.
 Microscopy fields are stretched by their percentiles, as the Restorer scales grey planes by
 default (``scaling="auto"``), so the network learns fluorescence at the contrast it will see it.
 Optionally a share of each batch comes from the real noisy/clean FMD pairs of the same fields
-(raw frame / 50-frame average): the real sensor noise that synthesis only approximates. Both
-images of a pair are stretched by the noisy image's percentiles, as the Restorer stretches the
-only image it is given; their label is noise (their severity is unknown and given as 0).
+(raw frame / 50-frame average), and from raw frames of field 19 against the mean of its other
+frames: the real sensor noise that synthesis only approximates. Both images of a pair are
+stretched by the noisy image's percentiles, as the Restorer stretches the only image it is
+given; their label is noise (their severity is unknown and given as 0). Another share can come
+from procedural fluorescence specimens under random detectors (`allinone.train.fluorescence`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,24 @@ def real_pair_paths(root: Path) -> list[tuple[Path, Path]]:
         for n in MICROSCOPY_FIELDS
     ]
     return [(noisy, clean) for noisy, clean in pairs if noisy.exists() and clean.exists()]
+
+
+def raw_frame_pairs(root: Path, count: int) -> list[np.ndarray]:
+    """`count` evenly spaced raw frames of FMD field 19 as (H, W, 2) uint8 noisy/clean pairs,
+    each frame's clean image the mean of the other frames (so its noise is independent of the
+    frame's), both stretched by the frame's percentiles; [] without the frames."""
+    paths = sorted((root / "FMD_Confocal_BPAE_B" / "raw_frames" / "fov19").glob("*.png"))
+    if count <= 0 or len(paths) < 2:
+        return []
+    frames = np.stack([_read(p)[:, :, 0] for p in paths]).astype(np.float64)
+    total = frames.sum(axis=0)
+    picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    pairs = []
+    for i in picks:
+        noisy = frames[i].astype(np.uint8)
+        others = (total - frames[i]) / (len(frames) - 1)
+        pairs.append(np.stack([stretch(noisy), stretch(others, reference=noisy)], axis=2))
+    return pairs
 
 
 def load_images(paths: list[Path]) -> list[np.ndarray]:
@@ -177,6 +197,18 @@ def _real_noise(pairs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor,
     return clean, DegradedBatch(noisy, labels, torch.zeros_like(labels))
 
 
+def _synthetic_fluorescence(
+    fluorescence: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, DegradedBatch]:
+    noisy, clean, severity = fluorescence
+    labels = torch.zeros(noisy.shape[0], len(DEGRADATIONS), device=noisy.device)
+    column = DEGRADATIONS.index("noise")
+    labels[:, column] = 1.0
+    severities = torch.zeros_like(labels)
+    severities[:, column] = severity.to(noisy.device)
+    return clean, DegradedBatch(noisy, labels, severities)
+
+
 def _rounded(batch: DegradedBatch) -> DegradedBatch:
     return DegradedBatch(to_8_bits(batch.degraded), batch.labels, batch.severities)
 
@@ -189,6 +221,7 @@ def degrade_batch(
     real_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
     type_weights: Mapping[str, float] | None = None,
     round_photos: bool = False,
+    fluorescence: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, DegradedBatch]:
     """Synthesise degradations for a batch; return (clean, degraded batch).
 
@@ -197,7 +230,9 @@ def degrade_batch(
     the Restorer gives them (identical channels, noise included). `real_pairs` (noisy, clean)
     join the batch as they are, labelled noise. `type_weights` weigh the degradation types drawn
     (see `synthesize`). `round_photos` rounds the degraded photos (colour and grey, not the
-    microscopy) to 8 bits, as the photos the model will restore are quantised.
+    microscopy) to 8 bits, as the photos the model will restore are quantised. `fluorescence`
+    (noisy, clean, severity) synthetic microscopy pairs (`allinone.train.fluorescence`) join as
+    they are, labelled noise at their severity.
     """
     split = int(round(photos.shape[0] * grey_fraction))
     parts = [_synthesize_grey(photos[:split], generator, False, type_weights)] if split else []
@@ -208,6 +243,8 @@ def degrade_batch(
         parts.append(_synthesize_grey(microscopy, generator, True, type_weights))
     if real_pairs is not None:
         parts.append(_real_noise(real_pairs))
+    if fluorescence is not None:
+        parts.append(_synthetic_fluorescence(fluorescence))
     clean = torch.cat([c for c, _ in parts])
     batch = DegradedBatch(
         torch.cat([d.degraded for _, d in parts]),

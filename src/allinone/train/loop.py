@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from allinone.degradations import check_type_weights, to_8_bits
 from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError
+from allinone.microscopy import HELD_OUT_BITS, HELD_OUT_FAMILIES
 from allinone.models import AllInOneNet, build_network
 from allinone.train.checkpoint import (
     load_checkpoint,
@@ -48,9 +49,11 @@ from allinone.train.data import (
     load_images,
     load_microscopy,
     load_real_pairs,
+    raw_frame_pairs,
     real_pair_paths,
     training_paths,
 )
+from allinone.train.fluorescence import FluorescencePool
 from allinone.train.losses import bidirectional_loss, psnr
 from allinone.weights import ModelCard, save_model
 
@@ -72,6 +75,14 @@ class TrainConfig:
     composition_weight: float = 0.1
     microscopy_fraction: float = 0.125
     real_pair_fraction: float = 0.0
+    raw_frames: int = 0
+    """Raw frames of FMD field 19 joining the real pairs, each against its other frames' mean."""
+    fluorescence_fraction: float = 0.0
+    """Share of each batch drawn from procedural fluorescence specimens under random detectors."""
+    fluorescence_pool: int = 600
+    """Planes in the procedural pool (drawn once from the seed)."""
+    fluorescence_size: int = 256
+    """Side of a pool plane, pixels: percentiles are fitted on the whole plane, as restore does."""
     grey_fraction: float = 0.25
     type_weights: dict[str, float] | None = None
     grad_clip: float = 1.0
@@ -192,13 +203,25 @@ class Trainer:
         self.sources = {"photos": len(photos), "microscopy": len(micro), "root": str(root)}
         if pairs:
             self.sources["real_pairs"] = len(pairs)
-        images = ImageSet(load_images(photos), load_microscopy(micro), load_real_pairs(pairs))
+        real = load_real_pairs(pairs) + (raw_frame_pairs(root, config.raw_frames) if pairs else [])
+        if len(real) > len(pairs):
+            self.sources["raw_frames"] = len(real) - len(pairs)
+        images = ImageSet(load_images(photos), load_microscopy(micro), real)
         self.sampler = PatchSampler(
             images, config.patch_size, config.microscopy_fraction, stream_seed
         )
         self.real_per_batch = round(config.batch_size * config.real_pair_fraction) if pairs else 0
         self.synth = torch.Generator(device=self.device).manual_seed(stream_seed + 1)
+        self.fluorescence_per_batch = round(config.batch_size * config.fluorescence_fraction)
+        self.fluorescence = None
+        if self.fluorescence_per_batch:
+            self.fluorescence = FluorescencePool(
+                config.fluorescence_pool, config.fluorescence_size, seed=config.seed + 3
+            )
+            self.sources["fluorescence_planes"] = config.fluorescence_pool
+        self.fluorescence_stream = torch.Generator().manual_seed(stream_seed + 5)
         self.validation = self._validation_set(load_images(validation))
+        self.held_out = held_out_fluorescence(config.patch_size)
         self.step = 0
         self.resume()
         self.objective: nn.Module = Objective(self.net)
@@ -234,11 +257,15 @@ class Trainer:
         config = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = config.learning_rate(self.step)
-        real = self.real_per_batch
-        photos, micro = self.sampler.sample(config.batch_size - real)
+        real, synthetic = self.real_per_batch, self.fluorescence_per_batch
+        photos, micro = self.sampler.sample(config.batch_size - real - synthetic)
         photos = photos.to(self.device)
         micro = micro.to(self.device) if micro is not None else None
         pairs = tuple(p.to(self.device) for p in self.sampler.sample_pairs(real)) if real else None
+        fluorescence = None
+        if synthetic:
+            drawn = self.fluorescence.sample(synthetic, config.patch_size, self.fluorescence_stream)
+            fluorescence = tuple(t.to(self.device) for t in drawn)
         clean, batch = degrade_batch(
             photos,
             micro,
@@ -247,6 +274,7 @@ class Trainer:
             pairs,
             config.type_weights,
             config.round_photos,
+            fluorescence,
         )
         self.net.train()
         with self._amp():
@@ -292,14 +320,23 @@ class Trainer:
             with self._amp():
                 results.append(psnr(self.net(d).restored.float(), c))
             inputs.append(psnr(d, c))
+        noisy, clean, _ = (t.to(self.device) for t in self.held_out)
+        with self._amp():
+            held_out = psnr(self.net(noisy).restored.float(), clean)
         return {
             "val_psnr": float(torch.cat(results).mean()),
             "val_input_psnr": float(torch.cat(inputs).mean()),
+            "val_fluorescence_psnr": float(held_out.mean()),
+            "val_fluorescence_input_psnr": float(psnr(noisy, clean).mean()),
         }
 
     def _stream_states(self) -> dict[str, torch.Tensor]:
         """Every rank's data-stream generator states (a collective call when distributed)."""
-        own = {"rng.sampler": self.sampler.state(), "rng.synth": self.synth.get_state()}
+        own = {
+            "rng.sampler": self.sampler.state(),
+            "rng.synth": self.synth.get_state(),
+            "rng.fluorescence": self.fluorescence_stream.get_state(),
+        }
         if self.dist.world_size == 1:
             return own
         ranks: list = [None] * self.dist.world_size
@@ -337,6 +374,8 @@ class Trainer:
         if f"rng.sampler{suffix}" in tensors:  # else a rank the saved run did not have
             self.sampler.set_state(tensors[f"rng.sampler{suffix}"])
             self.synth.set_state(tensors[f"rng.synth{suffix}"])
+        if f"rng.fluorescence{suffix}" in tensors:  # else a run from before the procedural pool
+            self.fluorescence_stream.set_state(tensors[f"rng.fluorescence{suffix}"])
         self.step = int(state["step"])
         self._truncate_log()
 
@@ -429,6 +468,13 @@ class Trainer:
             },
         )
         return save_model(self.net.state_dict(), card, path)
+
+
+def held_out_fluorescence(patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eight fixed procedural microscopy patches of the held-out families and detector depths
+    (`allinone.microscopy`): specimens and cameras the run never trains on."""
+    pool = FluorescencePool(8, max(patch, 64), 2024, HELD_OUT_FAMILIES, HELD_OUT_BITS)
+    return pool.sample(8, patch, torch.Generator().manual_seed(2025))
 
 
 def synthesize_validation(clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
