@@ -46,9 +46,9 @@ def _normalised(density: np.ndarray) -> np.ndarray:
 
 def _count(rng: np.random.Generator, shape: Shape, size: float, fill: float) -> int:
     """How many objects of linear `size` cover about `fill` of an image of `shape`, drawn
-    Poisson."""
+    Poisson, at least one."""
     area = float(np.prod(shape))
-    return int(rng.poisson(max(fill * area / size ** len(shape), 1.0)))
+    return max(int(rng.poisson(fill * area / size ** len(shape))), 1)
 
 
 def _stamp(image: np.ndarray, centre: np.ndarray, reach: float, draw) -> None:
