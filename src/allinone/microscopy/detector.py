@@ -121,3 +121,15 @@ def expose(
     noisy = (gain * electrons + offset).round().clamp(0, full)
     sigma = gain * torch.sqrt(rate * (1 + excess) + read**2)
     return noisy, _clipped_mean(gain * rate + offset, sigma, full)
+
+
+def acquire(density: np.ndarray, detector: Detector, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(one frame, the average of many) of an expected density of any shape, both as counts in
+    the detector's dtype (the average rounded): a pair on one intensity scale."""
+    x = torch.from_numpy(np.ascontiguousarray(density, dtype=np.float32)).reshape(
+        1, 1, -1, density.shape[-1]
+    )
+    noisy, clean = expose(x, detector, torch.Generator().manual_seed(seed))
+    return tuple(
+        t.reshape(density.shape).round().numpy().astype(detector.dtype) for t in (noisy, clean)
+    )
