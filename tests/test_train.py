@@ -34,6 +34,7 @@ from allinone.train.data import (
     degrade_batch,
     load_images,
     load_real_pairs,
+    raw_frame_pairs,
     real_pair_paths,
     training_paths,
 )
@@ -136,6 +137,52 @@ def test_training_with_real_pairs(data: Path, tmp_path: Path) -> None:
     assert trainer.real_per_batch == 1 and trainer.sources["real_pairs"] == 1
     trainer.run()
     assert all(np.isfinite(record["total"]) for record in log_of(tmp_path))
+
+
+def test_raw_frames_pair_each_frame_with_the_mean_of_the_others(tmp_path: Path) -> None:
+    folder = tmp_path / "FMD_Confocal_BPAE_B" / "raw_frames" / "fov19"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    scene = 40 + 30 * np.sin(np.mgrid[:32, :32][1] / 4)
+    frames = [np.clip(scene + rng.normal(0, 6, scene.shape), 0, 255) for _ in range(5)]
+    for n, frame in enumerate(frames):
+        iio.imwrite(folder / f"frame{n:02d}.png", frame.astype(np.uint8))
+    pairs = raw_frame_pairs(tmp_path, 3)
+    assert len(pairs) == 3 and all(p.shape == (32, 32, 2) for p in pairs)
+    noisy, clean = pairs[0][..., 0].astype(float), pairs[0][..., 1].astype(float)
+    assert np.abs(clean - noisy).mean() > 1  # the frame's own noise is not in its target
+    assert raw_frame_pairs(tmp_path, 0) == [] and raw_frame_pairs(tmp_path / "none", 3) == []
+
+
+def test_training_with_procedural_fluorescence_resumes_exactly(data: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(
+        CONFIG, batch_size=4, fluorescence_fraction=0.5, fluorescence_pool=3, fluorescence_size=48
+    )
+    straight = Trainer(config, tmp_path / "straight", data=data)
+    assert straight.fluorescence_per_batch == 2 and straight.sources["fluorescence_planes"] == 3
+    straight.run()
+    records = log_of(tmp_path / "straight")
+    assert all(np.isfinite(r["total"]) for r in records)
+    assert "val_fluorescence_psnr" in records[-1]
+    halves = Trainer(config, tmp_path / "halves", data=data)
+    halves.run(until=2)
+    resumed = Trainer(config, tmp_path / "halves", data=data)
+    resumed.run()
+    expected = straight.net.state_dict()
+    for key, value in resumed.net.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_procedural_pairs_join_the_batch_labelled_noise_at_their_severity() -> None:
+    photos = torch.rand(2, 3, 16, 16)
+    noisy, clean = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    severity = torch.tensor([0.25, 0.75])
+    generator = torch.Generator().manual_seed(0)
+    targets, batch = degrade_batch(photos, None, generator, fluorescence=(noisy, clean, severity))
+    assert torch.equal(targets[2:], clean) and torch.equal(batch.degraded[2:], noisy)
+    column = DEGRADATIONS.index("noise")
+    assert batch.labels[2:].sum().item() == 2 and batch.labels[2:, column].tolist() == [1, 1]
+    assert batch.severities[2:, column].tolist() == [0.25, 0.75]
 
 
 def test_missing_data(tmp_path: Path) -> None:
