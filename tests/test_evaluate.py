@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from allinone import evaluate
+from allinone import evaluate, microscopy_baselines
 from allinone.cli import main
 from allinone.errors import InputError
 from allinone.evaluate import Row, TaskResult
@@ -56,7 +56,7 @@ def data_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def no_bm3d(monkeypatch: pytest.MonkeyPatch) -> None:
     """Use the fast NL-means fallback (BM3D costs seconds even on tiny images)."""
-    monkeypatch.setattr(evaluate, "bm3d_module", lambda: None)
+    monkeypatch.setattr(microscopy_baselines, "bm3d_module", lambda: None)
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -198,14 +198,32 @@ def test_goals_judge_what_was_measured() -> None:
     assert met["every task: PSNR above its best baseline"] is True
     assert met["FMD fields 2–6: PSNR ≥ input + 6 dB on average"] is True
     assert met["composition: top-1 ≥ 95 % on single degradations"] is None
+    assert met["FMD fields 2–6: PSNR ≥ 39.8 dB"] is True
+    assert met["adaptation never below the default, image by image (microscopy)"] is None
+
+
+def test_microscopy_goals_compare_image_by_image() -> None:
+    held_out = _task("fluorescence", 30.0, ("raw input", 20.0))
+    held_out.rows[-1].per_image = [29.0, 31.0]
+    held_out.rows.insert(1, Row("BM3D, tuned against the truth", 30.5, None, 2, kind="oracle"))
+    held_out.rows.append(Row("adapted", 30.2, None, 2, kind="adapted", per_image=[29.5, 30.9]))
+    goals = {goal.text: goal for goal in evaluate.goals([held_out], None)}
+    oracle = goals["held-out procedural specimens: PSNR ≥ BM3D tuned against the truth"]
+    assert oracle.met is False and oracle.detail == "-0.50 dB"
+    adapted = goals["adaptation never below the default, image by image (microscopy)"]
+    assert adapted.met is False and "fluorescence image 2 (-0.10 dB)" in adapted.detail
 
 
 # --- end to end ------------------------------------------------------------------------------
 
 
-def test_eval_command_end_to_end(data_root: Path, tmp_path: Path, no_bm3d: None, capsys) -> None:
+def test_eval_command_end_to_end(
+    data_root: Path, tmp_path: Path, no_bm3d: None, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(evaluate, "FLUORESCENCE_SIZE", 48)
     output, numbers = tmp_path / "RESULTS.md", tmp_path / "results.json"
     argv = ["eval", "--model", "tiny", "--device", "cpu", "--data", data_root, "--limit", "1"]
+    argv += ["--adapt-seconds", "0.5"]
     code = main([str(a) for a in [*argv, "--output", output, "--json", numbers]])
     assert code == 0, capsys.readouterr().err
     text = output.read_text()
@@ -221,6 +239,10 @@ def test_eval_command_end_to_end(data_root: Path, tmp_path: Path, no_bm3d: None,
         "Low light: CBSD68 (gamma",
         "Low light: CBSD68 3 stops under",
         "Microscopy: FMD",
+        "Microscopy: held-out procedural specimens",
+        "TV, tuned against the truth",
+        "untrained network, 0.5 s self-supervised",
+        "tiny, adapted 0.5 s to the image",
         "Degradation composition",
         "Published, not measured here",
     ):
@@ -228,7 +250,9 @@ def test_eval_command_end_to_end(data_root: Path, tmp_path: Path, no_bm3d: None,
     for method in ("noisy input", "NL-means", "dark channel prior", "Richardson-Lucy", "CLAHE"):
         assert method in text
     report = json.loads(numbers.read_text())
-    assert len(report["tasks"]) == 3 + 1 + 1 + 1 + 6 + 1 + 2 + 1
+    assert len(report["tasks"]) == 3 + 1 + 1 + 1 + 6 + 1 + 2 + 1 + 1
+    kinds = {row["kind"] for row in report["tasks"][-1]["rows"]}
+    assert kinds == {"baseline", "oracle", "model", "adapted"}
     assert all(row["images"] == 1 for task in report["tasks"] for row in task["rows"])
     composition = report["composition"]
     assert composition["single_count"] == 6 * len(evaluate.COMPOSITION_SEVERITIES)

@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks",
         default="all",
         metavar="LIST",
-        help="all, or some of denoise,derain,dehaze,hazephotos,sr,deblur,lowlight,fmd,composition",
+        help="all, or some of denoise,derain,dehaze,hazephotos,sr,deblur,lowlight,fmd,"
+        "fluorescence,composition",
     )
     evaluate.add_argument(
         "--limit", type=_positive_int, metavar="N", help="at most N images per set (default: all)"
@@ -279,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     evaluate.add_argument(
         "--ensemble", action="store_true", help="restore with the 8-view self-ensemble"
+    )
+    evaluate.add_argument(
+        "--adapt-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="microscopy tasks: seconds of self-supervised training per image for the adapted "
+        "model and the network trained from scratch (0: neither; default: 60)",
     )
 
     batch = commands.add_parser(
@@ -585,8 +594,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         + ([f"--limit {args.limit}"] if args.limit else [])
         + ([] if args.baselines else ["--no-baselines"])
         + (["--ensemble"] if args.ensemble else [])
+        + [f"--adapt-seconds {args.adapt_seconds:g}"]
     )
-    context = Context(restorer, root, args.limit, args.baselines, _print_line, args.ensemble)
+    context = Context(
+        restorer, root, args.limit, args.baselines, _print_line, args.ensemble, args.adapt_seconds
+    )
     report = evaluate(context, tasks, provenance(restorer, root, command, args.limit))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
