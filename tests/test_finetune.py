@@ -215,12 +215,12 @@ def test_rois_and_rgb_stacks() -> None:
 
 
 def test_no_improvement_returns_the_original_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    scores = iter([30.0] + [20.0] * 100)
-    monkeypatch.setattr(finetune, "_val_psnr", lambda *args: next(scores))
+    errors = iter([np.full(10, 1e-3)] + [np.full(10, 1e-2)] * 100)  # 30 dB, then 20 dB
+    monkeypatch.setattr(finetune, "_val_errors", lambda *args: next(errors))
     restorer = _tiny()
     result = restorer.finetune([_pair()], steps=20, **FAST)
     assert result.steps == 2 * finetune.PATIENCE  # evaluated every 2 steps, never better
-    assert not result.improved and result.psnr_before == result.psnr_after == 30.0
+    assert not result.improved and result.psnr_before == result.psnr_after == pytest.approx(30.0)
     assert _same(_state(result.restorer), _state(restorer))
 
 
@@ -259,10 +259,11 @@ def test_a_pair_on_different_scales_is_warned_about() -> None:
 def test_self_supervised_finetuning_learns_from_the_noise_alone() -> None:
     """Given the noisy image alone, the restoration of the held-out strip gets closer to the clean
     image it never saw, and the run says it was self-supervised."""
-    degraded, clean = _pair()
+    size = 4 * SIZE  # enough blind spots for a significant gain (`finetune.SIGNIFICANCE`)
+    degraded, clean = _pair(shape=(size, size))
     restorer = _tiny()
     result = restorer.finetune([(degraded, None)], steps=STEPS, seed=1, **FAST)
-    val = np.s_[:, SIZE - round(0.2 * SIZE) :]  # the validation strip
+    val = np.s_[:, size - round(0.2 * size) :]  # the validation strip
 
     def error(r: Restorer) -> float:
         restored = r.restore(degraded, tile=0).astype(float)
@@ -296,3 +297,24 @@ def test_a_stack_too_large_for_memory_trains_on_evenly_spaced_planes(monkeypatch
     assert result.steps == 1
     layout = finetune.PlaneLayout.of(stack.shape, "ZYX")
     assert finetune._planes(layout, SIZE * SIZE, 1) == [(0,), (4,), (9,)]
+
+
+def test_self_supervised_keeps_the_original_weights_unless_significantly_better(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A better mean by less than `SIGNIFICANCE` standard errors of the pixel-wise difference
+    keeps the original weights; a clear gain keeps the adapted ones."""
+    rng = np.random.default_rng(0)
+    before = rng.exponential(1e-2, 4000)
+    scatter = rng.normal(0, 1e-2, before.size)
+    noisy_gain = before + scatter - scatter.mean() - 1e-5  # better on average, by 0.06 SE
+    for after, kept in ((noisy_gain, False), (0.8 * before, True)):
+        errors = iter([before] + [after] * 100)
+        monkeypatch.setattr(finetune, "_val_errors", lambda *args, e=errors: next(e))
+        restorer = _tiny()
+        noisy = _pair()[0]
+        result = restorer.finetune([(noisy, None)], steps=4, **FAST)
+        assert result.improved is kept
+        assert _same(_state(result.restorer), _state(restorer)) is not kept
+        if not kept:
+            assert result.psnr_after == result.psnr_before
