@@ -107,6 +107,19 @@ def test_restore_learn_noise_option_restores_with_an_adapted_copy(tmp_path: Path
     assert not np.array_equal(restored, untuned)
 
 
+def test_restore_learn_noise_on_a_stack_keeps_its_dtype_axes_and_spacing(
+    tmp_path: Path, capsys
+) -> None:
+    stack = RNG.poisson(30.0, (4, 40, 48)).astype(np.uint16)
+    source, output = tmp_path / "stack.tif", tmp_path / "stack-restored.tif"
+    write_image(source, stack, axes="ZYX", metadata={"imagej": {"spacing": 2.5, "unit": "um"}})
+    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--learn-noise", "1")
+    assert code == 0, err
+    result = read_image(output)
+    assert result.array.shape == stack.shape and result.array.dtype == np.uint16
+    assert result.axes == "ZYX" and result.metadata["imagej"]["spacing"] == 2.5
+
+
 @pytest.mark.usefixtures("sure_of_haze")
 def test_restore_no_scene_haze_option(tmp_path: Path, capsys) -> None:
     from allinone import Restorer

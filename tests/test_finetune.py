@@ -318,3 +318,14 @@ def test_self_supervised_keeps_the_original_weights_unless_significantly_better(
         assert _same(_state(result.restorer), _state(restorer)) is not kept
         if not kept:
             assert result.psnr_after == result.psnr_before
+
+
+def test_self_supervised_adaptation_of_a_stack_trains_and_validates_on_every_plane() -> None:
+    stack = np.random.default_rng(5).poisson(20.0, (5, 48, 64)).astype(np.uint16)
+    samples = finetune._samples(
+        [(stack, None)], "ZYX", None, 0.2, "auto", lambda view: None, np.random.default_rng(0)
+    )
+    assert len(samples) == 5
+    for plane, sample in zip(stack, samples, strict=True):
+        assert sample.train[1] is None and sample.val_mask is not None
+        assert sample.train[0].shape[:2] == (48, plane.shape[1] - round(0.2 * 64))

@@ -73,6 +73,29 @@ def test_restore_after_learning_the_noise(viewer, qtbot) -> None:
     assert out.metadata["allinone"]["learnt_noise_seconds"] == 1
 
 
+def test_learning_the_noise_of_a_stack_trains_on_it_and_shows_progress(
+    viewer, qtbot, monkeypatch
+) -> None:
+    data = np.random.default_rng(4).poisson(20.0, (3, 48, 48)).astype(np.uint16)
+    viewer.add_image(data, name="stack", scale=(3, 1, 1))
+    widget = _open(viewer, "Restore")
+    widget.learn_noise.setValue(1)
+    messages = []
+    advance = widget.job._advance_bar
+    monkeypatch.setattr(
+        widget.job, "_advance_bar", lambda step: (messages.append(step.message), advance(step))
+    )
+
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    assert widget.job.state is JobState.DONE
+    out = viewer.layers["stack [restored]"]
+    assert out.data.shape == data.shape and out.data.dtype == data.dtype
+    np.testing.assert_array_equal(out.scale, (3, 1, 1))
+    assert "fine-tuning" in messages and messages[-1] != "fine-tuning"  # then the restore
+
+
 @pytest.mark.parametrize("scaling", ["percentile", "range"])
 def test_the_intensities_choice_reaches_the_engine(viewer, qtbot, scaling: str) -> None:
     from allinone import Restorer
