@@ -98,13 +98,41 @@ def test_restore_ensemble_option(tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(restored, expected)
 
 
-def test_restore_learn_noise_option_restores_with_an_adapted_copy(tmp_path: Path, capsys) -> None:
+def _learn_noise(tmp_path: Path, capsys, seconds: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(a smooth Poisson-noisy uint8 image, `restore --learn-noise SECONDS` of it, stderr)."""
+    yy, xx = np.mgrid[0:48, 0:48]
+    clean = 60 + 40 * np.sin(xx / 7.0) + 30 * np.cos(yy / 9.0)
+    source, output = tmp_path / "in.png", tmp_path / "out.png"
+    write_image(source, RNG.poisson(clean.clip(0)).clip(0, 255).astype(np.uint8))
+    code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--learn-noise", seconds)
+    assert code == 0, err
+    image, restored = read_image(source).array, read_image(output).array
+    assert restored.shape == image.shape and restored.dtype == image.dtype
+    return image, restored, err
+
+
+def test_restore_learn_noise_restores_with_the_adapted_weights_when_they_win(
+    tmp_path: Path, capsys
+) -> None:
     from allinone import Restorer
 
-    image, restored = _restored_with(tmp_path, capsys, (48, 48), "--learn-noise", "1")
-    assert restored.shape == image.shape and restored.dtype == image.dtype
+    image, restored, err = _learn_noise(tmp_path, capsys, "3")
+    assert "restoring with the adapted weights" in err
     untuned = Restorer.from_pretrained("tiny", device="cpu").restore(image)
     assert not np.array_equal(restored, untuned)
+
+
+def test_restore_learn_noise_keeps_the_original_weights_when_adaptation_does_not_win(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from allinone import Restorer
+    from allinone.train import finetune
+
+    monkeypatch.setattr(finetune._Best, "improved", property(lambda self: False))
+    image, restored, err = _learn_noise(tmp_path, capsys, "1")
+    assert "restoring with the original weights" in err
+    untuned = Restorer.from_pretrained("tiny", device="cpu").restore(image)
+    np.testing.assert_array_equal(restored, untuned)
 
 
 def test_restore_learn_noise_on_a_stack_keeps_its_dtype_axes_and_spacing(

@@ -451,13 +451,15 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     restorer = _load_restorer(args)
     if args.learn_noise:
         with _progress("learning the noise") as progress:
-            restorer = restorer.finetune(
+            adaptation = restorer.finetune(
                 [(image.array, None)],
                 axes=axes,
                 seconds=args.learn_noise,
                 progress=progress,
                 scaling=args.scaling,
-            ).restorer
+            )
+        print(_adaptation_summary(adaptation), file=sys.stderr)
+        restorer = adaptation.restorer
     with _progress("restoring") as progress:
         result = restorer.restore(
             image.array,
@@ -809,6 +811,22 @@ def _finetune_summary(result, parent: str) -> str:
     if result.self_supervised:
         change += " (self-supervised: measured against noisy pixels, so only the change counts)"
     return head + change
+
+
+def _adaptation_summary(result) -> str:
+    """What `restore --learn-noise` did: which weights restore the image, and why."""
+    head = f"learnt the noise for {result.steps} steps ({result.seconds:.1f} s): "
+    if result.psnr_before is None:
+        return head + "restoring with the adapted weights"
+    if not result.improved:
+        return head + (
+            "the adapted weights did not beat the original ones on held-out pixels; "
+            "restoring with the original weights"
+        )
+    return head + (
+        f"held-out pixels {result.psnr_before:.2f} -> {result.psnr_after:.2f} dB; "
+        "restoring with the adapted weights"
+    )
 
 
 @contextlib.contextmanager
