@@ -331,7 +331,7 @@ def test_a_save_killed_between_its_renames_loads_the_new_model(
 
 
 STALL = """
-import sys, time
+import os, sys, time
 import imageio.v3, safetensors.torch, tifffile
 from allinone.cli import main
 
@@ -340,7 +340,10 @@ def stall(path):
         handle.write(b"the first bytes of a file that never ends")
     time.sleep(600)  # the test kills the process here, in the middle of the write
 
-tifffile.imwrite = imageio.v3.imwrite = lambda fh, *args, **kwargs: stall(fh.name)
+def stall_file(target, *args, **kwargs):  # a path (TIFF laid out for a memory map) or a handle
+    stall(target if isinstance(target, (str, os.PathLike)) else target.name)
+
+tifffile.imwrite = imageio.v3.imwrite = stall_file
 safetensors.torch.save_file = lambda tensors, path, **kwargs: stall(path)
 sys.exit(main(sys.argv[1:]))
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from allinone.errors import AllInOneError, InputError
-from allinone.io import check_format, ensure_writable, read_image, write_image
+from allinone.io import check_format, ensure_writable, image_output, read_image
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -119,20 +119,23 @@ def restore_file(source: str, output: str, options: BatchOptions) -> str:
 
     if options.torch_threads:
         torch.set_num_threads(options.torch_threads)
-    image = read_image(source)
+    image = read_image(source, lazy=True)
     axes = options.axes or image.axes
     check_format(output, image.array, axes)
     restorer = restorer_for(options.model, worker_device(options.device), options.precision)
-    result = restorer.restore(
-        image.array,
-        axes=axes,
-        tile=options.tile,
-        overlap=options.overlap,
-        scaling=options.scaling,
-        ensemble=options.ensemble,
-        scene_haze=options.scene_haze,
-    )
-    write_image(output, result, axes=axes, metadata=image.metadata, overwrite=True)
+    with image_output(
+        output, image.array, axes=axes, metadata=image.metadata, overwrite=True
+    ) as out:
+        restorer.restore(
+            image.array,
+            axes=axes,
+            tile=options.tile,
+            overlap=options.overlap,
+            scaling=options.scaling,
+            ensemble=options.ensemble,
+            scene_haze=options.scene_haze,
+            out=out,
+        )
     return output
 
 

@@ -1,6 +1,9 @@
-"""Read and write TIFF, PNG and JPEG images with the metadata needed to write them back.
+"""Read and write TIFF, PNG, JPEG and OME-Zarr images with the metadata needed to write them back.
 
-Every write is atomic: the image goes to a hidden temporary file beside the target, is flushed to
+`read_image(path, lazy=True)` leaves a TIFF's or OME-Zarr's pixels on disk, and `image_output`
+gives an array to restore into that is written to disk as it fills (`allinone.streams`,
+`allinone.ome_zarr`), so that images larger than memory go from file to file. Every write is
+atomic: the image goes to a hidden temporary file beside the target, is flushed to
 disk, then renamed over the target, so a failure or an interrupt never leaves a partial file and
 never damages an existing one. Problems the user can fix raise `InputError` or
 `OutputExistsError` with a message naming the file, never a raw traceback from a codec.
@@ -22,10 +25,19 @@ import numpy as np
 import tifffile
 
 from allinone.errors import InputError, OutputExistsError
+from allinone.ome_zarr import is_ome_zarr, ngff_from_tiff, ome_zarr_output, read_ome_zarr
+from allinone.streams import open_tiff, tiff_output
 
 PathLike = str | os.PathLike[str]
 
-_FORMAT_NAMES = {"tif": "tiff", "tiff": "tiff", "png": "png", "jpg": "jpeg", "jpeg": "jpeg"}
+_FORMAT_NAMES = {
+    "tif": "tiff",
+    "tiff": "tiff",
+    "png": "png",
+    "jpg": "jpeg",
+    "jpeg": "jpeg",
+    "zarr": "ome-zarr",
+}
 _SIGNATURES = (
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
@@ -52,26 +64,30 @@ class ImageData:
     metadata: dict[str, Any] = field(default_factory=dict)
     """TIFF: "photometric", "resolution" (x, y), "resolutionunit" (int), "imagej" (spacing...)."""
     format: str = "tiff"
-    """One of "tiff", "png", "jpeg"."""
+    """One of "tiff", "png", "jpeg", "ome-zarr"."""
 
 
 def format_from_path(path: PathLike) -> str:
-    """Return "tiff", "png" or "jpeg" from the file name's extension."""
+    """Return "tiff", "png", "jpeg" or "ome-zarr" from the file name's extension."""
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in _FORMAT_NAMES:
         raise InputError(
             f"Cannot write {path}: unsupported extension {Path(path).suffix or '(none)'!r}; "
-            "use .tif, .tiff, .png, .jpg or .jpeg."
+            "use .tif, .tiff, .png, .jpg, .jpeg or .ome.zarr."
         )
     return _FORMAT_NAMES[suffix]
 
 
-def read_image(path: PathLike) -> ImageData:
-    """Read a TIFF, PNG or JPEG file (the format is recognised from its content)."""
+def read_image(path: PathLike, *, lazy: bool = False) -> ImageData:
+    """Read a TIFF, PNG or JPEG file (the format is recognised from its content) or an OME-Zarr
+    store (a folder named *.zarr; its highest resolution, always lazily).
+
+    With `lazy`, a TIFF's pixels stay on disk (`allinone.streams.open_tiff`): the array reads
+    what is indexed."""
     path = Path(path)
-    fmt = _sniff_format(path)
+    fmt = "ome-zarr" if is_ome_zarr(path) and path.is_dir() else _sniff_format(path)
     try:
-        image = _READERS[fmt](path)
+        image = _read_lazy(path, fmt) if lazy or fmt == "ome-zarr" else _READERS[fmt](path)
     except InputError:
         raise
     except MemoryError as exc:
@@ -83,6 +99,24 @@ def read_image(path: PathLike) -> ImageData:
     if image.array.size == 0:
         raise InputError(f"Cannot read {path}: the image contains no pixels.")
     return image
+
+
+def _read_lazy(path: Path, fmt: str) -> ImageData:
+    if fmt == "ome-zarr":
+        array, axes, metadata = read_ome_zarr(path)
+        return ImageData(array=array, axes=axes, metadata=metadata, format=fmt)
+    if fmt != "tiff":
+        return _READERS[fmt](path)
+    with _tifffile_errors() as errors, tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise InputError(f"Cannot read {path}: the TIFF file contains no image.")
+        axes = _engine_axes(tif.series[0].axes)
+        metadata = _tiff_metadata(tif, tif.series[0].keyframe)
+    if errors:
+        raise InputError(
+            f"Cannot read {path}: the TIFF file is damaged or truncated ({errors[0]})."
+        )
+    return ImageData(array=open_tiff(path), axes=axes, metadata=metadata, format="tiff")
 
 
 def check_format(
@@ -98,6 +132,15 @@ def check_format(
     if fmt == "tiff":
         if array.dtype.kind not in "biufc":
             raise InputError(f"Cannot write {path}: TIFF cannot hold {array.dtype} data.")
+        return fmt
+    if fmt == "ome-zarr":
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"Cannot write {path}: OME-Zarr output holds no {array.dtype} data.")
+        if axes is None or not {"Y", "X"} <= set(axes):
+            raise InputError(
+                f"Cannot write {path}: OME-Zarr needs the image's axes (with Y and X); "
+                "give them with --axes."
+            )
         return fmt
     channels = array.shape[2] if array.ndim == 3 else 1
     layout_ok = array.ndim == 2 or (array.ndim == 3 and (axes in (None, "YXC")))
@@ -134,7 +177,12 @@ def ensure_writable(
             raise InputError(
                 f"The output {path} is the input file; choose a different output path."
             )
-    if path.is_dir():
+    for item in inputs:
+        if Path(item).is_dir() and path.resolve().is_relative_to(Path(item).resolve()):
+            raise InputError(
+                f"The output {path} is inside the input store {item}; choose a path outside it."
+            )
+    if path.is_dir() and not is_ome_zarr(path):
         raise InputError(f"Cannot write {path}: it is a folder; give a file name.")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it.")
@@ -165,10 +213,51 @@ def write_image(
     fmt = check_format(path, array, axes, format)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it.")
-    writer = _WRITERS[fmt]
     meta = metadata or {}
+    if fmt == "ome-zarr":
+        with image_output(path, array, axes=axes, metadata=meta, overwrite=overwrite) as out:
+            out[...] = array
+        return path
+    writer = _WRITERS[fmt]
     _atomic_write(path, fmt, lambda fh: writer(fh, array, axes, meta))
     return path
+
+
+@contextlib.contextmanager
+def image_output(
+    path: PathLike,
+    like,
+    *,
+    axes: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    format: str | None = None,
+    overwrite: bool = False,
+) -> Iterator[Any]:
+    """An array of `like`'s shape and dtype that becomes the image `path` when the block ends
+    cleanly; nothing is written when it raises.
+
+    TIFF and OME-Zarr outputs live on disk while they fill (a memory map, a zarr array), so
+    their size is not bounded by memory; PNG and JPEG are held in memory and written at the
+    end. `metadata` as `read_image` gives it: a TIFF's keeps its resolution and ImageJ
+    metadata, an OME-Zarr's its axes, scale and channels (a TIFF's pixel sizes become the
+    scale)."""
+    path = Path(path)
+    fmt = check_format(path, like, axes, format)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it.")
+    meta = metadata or {}
+    shape, dtype = tuple(like.shape), np.dtype(like.dtype)
+    if fmt == "tiff":
+        with tiff_output(path, shape, dtype, tiff_options(shape, dtype, axes, meta)) as out:
+            yield out
+    elif fmt == "ome-zarr":
+        ngff = meta.get("ngff") or ngff_from_tiff(axes, meta)
+        with ome_zarr_output(path, shape, dtype, axes, ngff) as out:
+            yield out
+    else:
+        out = np.empty(shape, dtype)
+        yield out
+        write_image(path, out, axes=axes, metadata=meta, format=fmt, overwrite=overwrite)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -336,39 +425,47 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _write_tiff(fh: BinaryIO, array: np.ndarray, axes: str | None, meta: dict[str, Any]) -> None:
+    tifffile.imwrite(fh, array, **tiff_options(array.shape, array.dtype, axes, meta))
+
+
+def tiff_options(
+    shape: tuple[int, ...], dtype: np.dtype, axes: str | None, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """`tifffile.imwrite`'s options that keep `axes` and `meta` (as `read_image` gives them): an
+    ImageJ hyperstack when the axes and dtype allow it, else the axes in shaped metadata."""
     options: dict[str, Any] = {}
     if meta.get("resolution"):
         x, y = meta["resolution"]
         options["resolution"] = (float(x), float(y))
         options["resolutionunit"] = int(meta.get("resolutionunit", 1))
-    imagej_axes = _imagej_axes(array, axes)
+    imagej_axes = _imagej_axes(shape, np.dtype(dtype), axes)
     if imagej_axes:
-        imagej = {**meta.get("imagej", {}), "axes": imagej_axes}
-        tifffile.imwrite(fh, array, imagej=True, metadata=imagej, **options)
-        return
+        return {
+            **options,
+            "imagej": True,
+            "metadata": {**meta.get("imagej", {}), "axes": imagej_axes},
+        }
     samples_last = (
-        array.ndim >= 3
-        and array.shape[-1] > 1
+        len(shape) >= 3
+        and shape[-1] > 1
         and (axes.endswith("C") if axes else meta.get("photometric") == "rgb")
     )
-    rgb = samples_last and array.shape[-1] in (3, 4)
-    tifffile.imwrite(
-        fh,
-        array,
-        photometric="rgb" if rgb else "minisblack",
-        planarconfig="contig" if samples_last else None,
-        metadata={"axes": axes} if axes else {},
+    rgb = samples_last and shape[-1] in (3, 4)
+    return {
         **options,
-    )
+        "photometric": "rgb" if rgb else "minisblack",
+        "planarconfig": "contig" if samples_last else None,
+        "metadata": {"axes": axes} if axes else {},
+    }
 
 
-def _imagej_axes(array: np.ndarray, axes: str | None) -> str | None:
+def _imagej_axes(shape: tuple[int, ...], dtype: np.dtype, axes: str | None) -> str | None:
     """ImageJ's axes for `axes` ("YXC" RGB becomes "YXS"), or None when ImageJ cannot hold it."""
-    if not axes or array.dtype not in _IMAGEJ_DTYPES:
+    if not axes or dtype not in _IMAGEJ_DTYPES:
         return None
     samples = ""
     if axes.endswith("YXC"):
-        if array.dtype != np.uint8 or array.shape[-1] != 3:
+        if dtype != np.uint8 or shape[-1] != 3:
             return None
         axes, samples = axes[:-1], "S"
     order = iter(_AXES)
