@@ -26,7 +26,7 @@ from allinone.types import DEGRADATIONS
 if TYPE_CHECKING:
     from allinone.infer.restorer import Composition, Restorer
 
-Progress = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]
 DOMINANT_THRESHOLD = 0.5
 """A degradation is reported as dominant when its probability reaches this value."""
 
@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="allinone",
         description="All-in-one image restoration: noise, blur, haze, rain, low light and "
         "downsampling, from one model.",
+        epilog="train, train-exposure, train-composition, eval and bench are for maintainers: "
+        "they train the shipped weights and reproduce benchmarks/ (docs/TRAINING.md). "
+        "`allinone COMMAND --help` describes each command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -159,12 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     restore = commands.add_parser(
         "restore",
         help="restore an image and write the result",
-        description="Restore INPUT (TIFF, PNG or JPEG) and write OUTPUT with the same dtype, "
-        "axes and metadata. The output format follows OUTPUT's extension.",
+        description="Restore INPUT (TIFF, PNG, JPEG, or an OME-Zarr store) and write OUTPUT with "
+        "the same dtype, axes and metadata. The output format follows OUTPUT's extension. TIFF "
+        "and OME-Zarr are read and written a tile at a time, so they may be larger than memory.",
     )
     restore.add_argument("input", metavar="INPUT", help="the image to restore")
     restore.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT", help="a .tif, .png or .jpg file"
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTPUT",
+        help="a .tif, .png, .jpg or .ome.zarr path",
     )
     _add_model_options(restore)
     _add_restore_options(restore)
@@ -193,9 +201,122 @@ def build_parser() -> argparse.ArgumentParser:
         help="average over the image and its three flips (default; --no-flips: 4x faster)",
     )
 
+    finetune = commands.add_parser(
+        "finetune",
+        help="adapt a model to your own degraded/clean image pairs, or to noisy images alone",
+        description="Fine-tune a copy of --model on one or more (DEGRADED, CLEAN) pairs of "
+        "images of the same shape and save it to OUTPUT (.safetensors + .json card). A strip "
+        "of each image (or --roi rectangle) is held out for validation; the weights with the best "
+        "validation PSNR are kept. Without --target, the model learns to remove the noise of the "
+        "--input images themselves (self-supervised, Neighbor2Neighbor): for noise independent "
+        "from pixel to pixel, such as a microscope's photon and read noise; other degradations "
+        "are then kept, and validation PSNR is measured against noisy pixels, so only its change "
+        "means something.",
+    )
+    finetune.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="DEGRADED",
+        help="a degraded image (repeat for more images, each with its --target)",
+    )
+    finetune.add_argument(
+        "--target",
+        action="append",
+        metavar="CLEAN",
+        help="the clean image that goes with each --input, same shape; leave out every --target "
+        "to learn from the noise of the inputs alone",
+    )
+    finetune.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="the new model's .safetensors file"
+    )
+    _add_model_options(finetune)
+    finetune.add_argument(
+        "--roi",
+        action="append",
+        type=_roi,
+        metavar="Y0:Y1,X0:X1",
+        help="train and validate inside this rectangle only (repeat for more; default: whole "
+        "images)",
+    )
+    budget = finetune.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int, metavar="N", help="default: 200 steps")
+    budget.add_argument("--seconds", type=_positive_float, metavar="S", help="stop after S seconds")
+    finetune.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="share of each region held out for validation, 0 for none (default: 0.2)",
+    )
+    finetune.add_argument(
+        "--lr", type=_positive_float, default=1e-3, metavar="LR", help="default: 0.001"
+    )
+    finetune.add_argument(
+        "--adapt",
+        choices=("all", "degradation"),
+        default="all",
+        help="train every parameter, or only the degradation modules (default: all)",
+    )
+    finetune.add_argument(
+        "--patch-size", type=_positive_int, default=64, metavar="N", help="default: 64"
+    )
+    finetune.add_argument(
+        "--batch-size", type=_positive_int, default=8, metavar="N", help="default: 8"
+    )
+    finetune.add_argument("--seed", type=int, default=0, metavar="N", help="default: 0")
+    finetune.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    finetune.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    batch = commands.add_parser(
+        "batch",
+        help="restore many files on a dask cluster",
+        description="Restore each INPUT into OUTDIR (same file name, dtype, axes and metadata) "
+        "with dask.distributed: a local cluster by default, or the one at --scheduler. Outputs "
+        "that exist are complete (writes are atomic) and are skipped unless --overwrite.",
+    )
+    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="the images to restore")
+    batch.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder")
+    _add_model_options(batch)
+    _add_restore_options(batch)
+    batch.add_argument(
+        "--scheduler", metavar="ADDRESS", help="an existing cluster, e.g. tcp://host:8786"
+    )
+    batch.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="local worker processes, 1 thread each (default: one a GPU, else 1)",
+    )
+    batch.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    batch.add_argument(
+        "--retries",
+        type=_non_negative_int,
+        default=1,
+        metavar="N",
+        help="retry a failed file N times (default: 1)",
+    )
+
     commands.add_parser(
         "models", help="list the available models", description="List the available models."
     )
+
+    export = commands.add_parser(
+        "export",
+        help="write a model as a bioimage.io package, for deepImageJ, ilastik and others",
+        description="Write --model as a bioimage.io model package (spec 0.5: PyTorch state dict "
+        "and TorchScript weights, test tensors, citations, documentation). The package runs the "
+        "network on one grey tile scaled to [0, 1]; tiling, intensity scaling, tone keeping and "
+        "composition are this plugin's own. Needs the bioimageio extra "
+        "(pip install 'napari-allinone[bioimageio]').",
+    )
+    export.add_argument("--format", choices=("bioimageio",), default="bioimageio")
+    export.add_argument("-o", "--output", required=True, metavar="MODEL.zip")
+    export.add_argument("--model", default="default", metavar="NAME|PATH", help="default: default")
+    export.add_argument(
+        "--tile", type=_positive_int, default=256, metavar="N", help="tile size (default: 256)"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
     train = commands.add_parser(
         "train",
@@ -290,35 +411,6 @@ def build_parser() -> argparse.ArgumentParser:
         "model and the network trained from scratch (0: neither; default: 60)",
     )
 
-    batch = commands.add_parser(
-        "batch",
-        help="restore many files on a dask cluster",
-        description="Restore each INPUT into OUTDIR (same file name, dtype, axes and metadata) "
-        "with dask.distributed: a local cluster by default, or the one at --scheduler. Outputs "
-        "that exist are complete (writes are atomic) and are skipped unless --overwrite.",
-    )
-    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="the images to restore")
-    batch.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder")
-    _add_model_options(batch)
-    _add_restore_options(batch)
-    batch.add_argument(
-        "--scheduler", metavar="ADDRESS", help="an existing cluster, e.g. tcp://host:8786"
-    )
-    batch.add_argument(
-        "--workers",
-        type=_positive_int,
-        metavar="N",
-        help="local worker processes, 1 thread each (default: one a GPU, else 1)",
-    )
-    batch.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
-    batch.add_argument(
-        "--retries",
-        type=_non_negative_int,
-        default=1,
-        metavar="N",
-        help="retry a failed file N times (default: 1)",
-    )
-
     bench = commands.add_parser(
         "bench",
         help="measure throughput and memory",
@@ -365,73 +457,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--compile", action="store_true", help="torch.compile the network")
     bench.add_argument("--output", metavar="MD", help="also write the table to this file")
-
-    finetune = commands.add_parser(
-        "finetune",
-        help="adapt a model to your own degraded/clean image pairs, or to noisy images alone",
-        description="Fine-tune a copy of --model on one or more (DEGRADED, CLEAN) pairs of "
-        "images of the same shape and save it to OUTPUT (.safetensors + .json card). A strip "
-        "of each image (or --roi rectangle) is held out for validation; the weights with the best "
-        "validation PSNR are kept. Without --target, the model learns to remove the noise of the "
-        "--input images themselves (self-supervised, Neighbor2Neighbor): for noise independent "
-        "from pixel to pixel, such as a microscope's photon and read noise; other degradations "
-        "are then kept, and validation PSNR is measured against noisy pixels, so only its change "
-        "means something.",
-    )
-    finetune.add_argument(
-        "--input",
-        action="append",
-        required=True,
-        metavar="DEGRADED",
-        help="a degraded image (repeat for more images, each with its --target)",
-    )
-    finetune.add_argument(
-        "--target",
-        action="append",
-        metavar="CLEAN",
-        help="the clean image that goes with each --input, same shape; leave out every --target "
-        "to learn from the noise of the inputs alone",
-    )
-    finetune.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT", help="the new model's .safetensors file"
-    )
-    _add_model_options(finetune)
-    finetune.add_argument(
-        "--roi",
-        action="append",
-        type=_roi,
-        metavar="Y0:Y1,X0:X1",
-        help="train and validate inside this rectangle only (repeat for more; default: whole "
-        "images)",
-    )
-    budget = finetune.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive_int, metavar="N", help="default: 200 steps")
-    budget.add_argument("--seconds", type=_positive_float, metavar="S", help="stop after S seconds")
-    finetune.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        metavar="F",
-        help="share of each region held out for validation, 0 for none (default: 0.2)",
-    )
-    finetune.add_argument(
-        "--lr", type=_positive_float, default=1e-3, metavar="LR", help="default: 0.001"
-    )
-    finetune.add_argument(
-        "--adapt",
-        choices=("all", "degradation"),
-        default="all",
-        help="train every parameter, or only the degradation modules (default: all)",
-    )
-    finetune.add_argument(
-        "--patch-size", type=_positive_int, default=64, metavar="N", help="default: 64"
-    )
-    finetune.add_argument(
-        "--batch-size", type=_positive_int, default=8, metavar="N", help="default: 8"
-    )
-    finetune.add_argument("--seed", type=int, default=0, metavar="N", help="default: 0")
-    finetune.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    finetune.add_argument("--json", action="store_true", help="print a JSON summary")
     return parser
 
 
@@ -440,10 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from allinone.infer.axes import normalize_axes
-    from allinone.io import check_format, ensure_writable, read_image, write_image
+    from allinone.io import check_format, ensure_writable, image_output, read_image
 
     output = ensure_writable(args.output, inputs=[args.input], overwrite=args.overwrite)
-    image = read_image(args.input)
+    image = read_image(args.input, lazy=True)
     axes = args.axes or image.axes
     if axes is not None:
         axes = normalize_axes(axes, image.array.shape)
@@ -460,8 +485,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             )
         print(_adaptation_summary(adaptation), file=sys.stderr)
         restorer = adaptation.restorer
-    with _progress("restoring") as progress:
-        result = restorer.restore(
+    destination = image_output(
+        output, image.array, axes=axes, metadata=image.metadata, overwrite=args.overwrite
+    )
+    with _progress("restoring") as progress, destination as out:
+        restorer.restore(
             image.array,
             axes=axes,
             tile=args.tile,
@@ -470,8 +498,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             scaling=args.scaling,
             ensemble=args.ensemble,
             scene_haze=args.scene_haze,
+            out=out,
         )
-    write_image(output, result, axes=axes, metadata=image.metadata, overwrite=args.overwrite)
     print(f"wrote {output}", file=sys.stderr)
     return 0
 
@@ -514,6 +542,23 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for entry in entries:
         where = f"  [{entry.path}]" if entry.path else ""
         print(f"{entry.name:<{width}}  {entry.source:<7}  {entry.description}{where}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from allinone.export_bioimageio import export_bioimageio
+
+    if importlib.util.find_spec("bioimageio") is None:
+        raise InputError(
+            "export needs the bioimageio extra: pip install 'napari-allinone[bioimageio]'"
+        )
+    from allinone.infer.restorer import Restorer
+
+    restorer = Restorer.from_pretrained(args.model, device="cpu")
+    path = export_bioimageio(restorer, Path(args.output), tile=args.tile, overwrite=args.overwrite)
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -766,6 +811,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "restore": _cmd_restore,
     "analyze": _cmd_analyze,
     "models": _cmd_models,
+    "export": _cmd_export,
     "train": _cmd_train,
     "train-exposure": _cmd_train_exposure,
     "train-composition": _cmd_train_composition,
@@ -830,7 +876,7 @@ def _adaptation_summary(result) -> str:
 
 
 @contextlib.contextmanager
-def _progress(label: str) -> Iterator[Progress | None]:
+def _progress(label: str) -> Iterator[ProgressCallback | None]:
     """A one-line progress display on stderr when it is a terminal; None otherwise."""
     stream = sys.stderr
     if not stream.isatty():
