@@ -9,11 +9,14 @@ from napari.layers import Image
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QToolButton,
 )
 
 from napari_allinone._controls import EnginePicker, JobWidget, LayerCombo
@@ -49,6 +52,8 @@ class RestoreSettings:
     scene_haze: bool = True
     learn_noise: int = 0
     """Seconds of self-supervised fine-tuning on the image first; 0 for none."""
+    store: str = ""
+    """An OME-Zarr folder (*.zarr) to restore into, for layers larger than memory; "": memory."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,13 @@ class RestoreWidget(JobWidget):
             "(self-supervised; the model itself is unchanged). For noise independent from pixel "
             "to pixel, such as a microscope's photon and read noise; a minute or two is plenty."
         )
+        self.store = QLineEdit(placeholderText="memory (or a new .ome.zarr folder)")
+        self.store.setToolTip(
+            "Leave empty to keep the result in memory. For a layer larger than memory, give a new "
+            "folder ending in .ome.zarr: the result is written there tile by tile (with the "
+            "layer's scale and a pyramid) and opened lazily."
+        )
+        self.browse = QToolButton(text="…", toolTip="Choose a new .ome.zarr folder")
         self.run_button = QPushButton("Run")
         self.status = QLabel(wordWrap=True)
         self._layout()
@@ -112,6 +124,10 @@ class RestoreWidget(JobWidget):
         form.addRow("Best quality", self.ensemble)
         form.addRow("Scene haze", self.scene_haze)
         form.addRow("Learn the noise first", self.learn_noise)
+        store = QHBoxLayout()
+        store.addWidget(self.store)
+        store.addWidget(self.browse)
+        form.addRow("Result in", store)
         form.addRow(self.run_button)
         form.addRow(self.status)
 
@@ -125,6 +141,8 @@ class RestoreWidget(JobWidget):
         self.ensemble.toggled.connect(lambda checked: self._update(ensemble=checked))
         self.scene_haze.toggled.connect(lambda checked: self._update(scene_haze=checked))
         self.learn_noise.valueChanged.connect(lambda value: self._update(learn_noise=value))
+        self.store.textChanged.connect(lambda text: self._update(store=text.strip()))
+        self.browse.clicked.connect(self._browse_store)
         self.run_button.clicked.connect(self._run_clicked)
         self.settings.engine = self.engine.choice()
 
@@ -159,7 +177,8 @@ class RestoreWidget(JobWidget):
     def _state_changed(self, state: JobState) -> None:
         busy = state.busy
         controls = (self.layer, self.axes, self.scope, self.tile, self.overlap)
-        for control in (*controls, self.ensemble, self.scene_haze, self.learn_noise):
+        toggles = (self.ensemble, self.scene_haze, self.learn_noise, self.store, self.browse)
+        for control in (*controls, *toggles):
             control.setEnabled(not busy)
         self.engine.set_enabled(not busy)
         ready = self.layer.layer() is not None and self._axes_problem() is None
@@ -175,6 +194,13 @@ class RestoreWidget(JobWidget):
                 JobState.FAILED: "Failed: see the notification.",
             }.get(state, "")
         )
+
+    def _browse_store(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Restore into an OME-Zarr folder", "", "OME-Zarr (*.ome.zarr *.zarr)"
+        )
+        if path:
+            self.store.setText(path if path.endswith(".zarr") else f"{path}.ome.zarr")
 
     def _run_clicked(self) -> None:
         if self.job.state is JobState.RUNNING:
@@ -202,6 +228,8 @@ class RestoreWidget(JobWidget):
             ensemble=settings.ensemble,
             scene_haze=settings.scene_haze,
             learn_noise=settings.learn_noise,
+            store=settings.store or None,
+            scale=region.scale,
         )
         output = _Output(
             source, region, settings.scope, settings.engine.model, settings.learn_noise

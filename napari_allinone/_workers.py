@@ -73,6 +73,10 @@ class RestoreRequest:
     scene_haze: bool = True
     learn_noise: float = 0.0
     """Seconds to fine-tune a copy of the model on the noise of `data` first; 0 for none."""
+    store: str | None = None
+    """An OME-Zarr path (*.zarr) to restore into, for data larger than memory; None: memory."""
+    scale: tuple[float, ...] | None = None
+    """The layer's scale, one entry per axis of `data`, written into `store`'s metadata."""
 
 
 @dataclass(frozen=True)
@@ -135,17 +139,33 @@ def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray
             scaling=engine.scaling,
         )
         restorer = learnt.restorer
-    return (
-        yield from restorer.restore_steps(
-            request.data,
-            axes=request.axes,
-            tile=request.tile,
-            overlap=request.overlap,
-            scaling=engine.scaling,
-            ensemble=request.ensemble,
-            scene_haze=request.scene_haze,
-        )
-    )
+    options = {
+        "axes": request.axes,
+        "tile": request.tile,
+        "overlap": request.overlap,
+        "scaling": engine.scaling,
+        "ensemble": request.ensemble,
+        "scene_haze": request.scene_haze,
+    }
+    if request.store is None:
+        return (yield from restorer.restore_steps(request.data, **options))
+    return (yield from _restore_into_store(restorer, request, options))
+
+
+def _restore_into_store(
+    restorer: Any, request: RestoreRequest, options: dict[str, Any]
+) -> Generator[Progress, None, Any]:
+    """Restore into a new OME-Zarr store, filled tile by tile; returns it opened lazily."""
+    from allinone.io import ensure_writable, image_output, read_image
+    from allinone.ome_zarr import ngff_of
+
+    path = ensure_writable(request.store)
+    scale = request.scale or (1.0,) * len(request.axes)
+    scale = tuple(scale) + (1.0,) * (len(request.axes) - len(scale))  # an RGB layer's colours
+    metadata = {"ngff": ngff_of(request.axes, scale)}
+    with image_output(path, request.data, axes=request.axes, metadata=metadata) as out:
+        yield from restorer.restore_steps(request.data, out=out, **options)
+    return read_image(path).array
 
 
 @guarded

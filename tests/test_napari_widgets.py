@@ -355,6 +355,37 @@ def test_restore_dask_backed_layer(viewer, qtbot) -> None:
     assert viewer.layers["lazy [restored]"].data.shape == (2, 64, 64)
 
 
+def test_restore_into_an_ome_zarr_store_opens_lazily_with_the_layers_scale(
+    viewer, qtbot, tmp_path: Path
+) -> None:
+    import dask.array as da
+    import zarr
+
+    from allinone.io import read_image
+
+    data = da.from_array(
+        np.random.default_rng(6).integers(0, 4000, (3, 64, 64), dtype=np.uint16), chunks=(1, 64, 64)
+    )
+    viewer.add_image(data, name="big", scale=(2.0, 0.5, 0.5))
+    widget = _open(viewer, "Restore")
+    store = tmp_path / "big-restored.ome.zarr"
+    widget.store.setText(str(store))
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    out = viewer.layers["big [restored]"]
+    assert isinstance(out.data, zarr.Array) and out.data.shape == (3, 64, 64)
+    assert out.data.dtype == np.uint16
+    np.testing.assert_array_equal(out.scale, (2.0, 0.5, 0.5))
+    on_disk = read_image(store)
+    assert on_disk.axes == "ZYX" and on_disk.metadata["ngff"]["scale"] == [2.0, 0.5, 0.5]
+
+    widget.run_button.click()  # the store exists now: refused, nothing replaced
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+    assert widget.job.state is JobState.FAILED
+    assert len([layer for layer in viewer.layers if "[restored]" in layer.name]) == 1
+
+
 def test_model_picker_keeps_files_loaded_by_hand(viewer, tmp_path: Path) -> None:
     from napari_allinone._models import models_changed
 
