@@ -15,9 +15,9 @@ from allinone.infer.clipping import (
     unclipped_mean,
 )
 from allinone.infer.ensemble import VIEWS
-from allinone.infer.exposure import follow_local_mean, never_brighter
 from allinone.infer.normalize import Normalization, fit_normalization
 from allinone.infer.restorer import Restorer
+from allinone.infer.tone import follow_local_mean, never_brighter
 
 UNIT = (0.0, 1.0)
 

@@ -126,9 +126,9 @@ def test_motion_blur_is_seeded_and_rl_recovers() -> None:
 
 def test_scene_haze_is_seeded_lifts_and_flattens() -> None:
     clean = _photo((48, 64, 3))
-    hazy = evaluate.scene_haze(clean, seed=3)
-    np.testing.assert_array_equal(hazy, evaluate.scene_haze(clean, seed=3))
-    assert not np.array_equal(hazy, evaluate.scene_haze(clean, seed=4))
+    hazy = evaluate.add_scene_haze(clean, seed=3)
+    np.testing.assert_array_equal(hazy, evaluate.add_scene_haze(clean, seed=3))
+    assert not np.array_equal(hazy, evaluate.add_scene_haze(clean, seed=4))
     assert hazy.dtype == np.uint8 and hazy.shape == clean.shape
     assert hazy.min() > clean.min() and hazy.std() < clean.std()
     change = np.abs(hazy.astype(int) - clean)

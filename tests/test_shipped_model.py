@@ -61,10 +61,10 @@ def test_a_camera_offset_is_not_taken_for_haze(shipped: Restorer) -> None:
 
 
 def test_a_hazy_colour_photo_is_dehazed_at_the_scale_of_the_scene(shipped: Restorer) -> None:
-    from allinone.evaluate import scene_haze
+    from allinone.evaluate import add_scene_haze
 
     clean = data.chelsea()
-    hazy = scene_haze(clean, seed=0)
+    hazy = add_scene_haze(clean, seed=0)
     psnr = lambda restored: peak_signal_noise_ratio(clean, restored)  # noqa: E731
     assert psnr(shipped.restore(hazy)) > psnr(shipped.restore(hazy, scene_haze=False)) + 2
     assert shipped.analyze(hazy, flips=False).dominant() == "haze"

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from allinone.infer.exposure import (
+from allinone.infer.restorer import Restorer
+from allinone.infer.scene import SIDE
+from allinone.infer.tone import (
     READING_FLOOR,
     TONE_CHANGING,
     follow_local_mean,
@@ -18,8 +20,6 @@ from allinone.infer.exposure import (
     never_brighter,
     tile_tone_changing,
 )
-from allinone.infer.restorer import Restorer
-from allinone.infer.scene import SIDE
 from allinone.models.network import NetOutput
 from allinone.types import DEGRADATIONS
 

@@ -9,7 +9,7 @@ images are 8-bit; PSNR and SSIM are computed on uint8 RGB (or grey) arrays with 
 - derain: Rain100H (53 pairs here); baseline: the input.
 - dehaze: SOTS-indoor (25 pairs here); baselines: the input, the dark channel prior.
 - hazephotos: CBSD68 under atmospheric scattering with a depth map unlike the training one's
-  (`scene_haze`: a vertical ramp plus the inverted, blurred luminance; beta in [0.8, 2] and a grey
+  (`add_scene_haze`: a vertical ramp plus the inverted, blurred luminance; beta in [0.8, 2] and a grey
   airlight in [0.8, 1], seeded by the image's index); baselines: the input, the dark channel prior.
 - sr: Set5, Set14, Urban100 crops, x2 and x4. HR is cropped to a multiple of the scale, LR made
   with Pillow's antialiased bicubic, and the model restores LR upsampled back with Pillow's
@@ -299,7 +299,7 @@ def motion_blur(image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return _from_tensor(apply_kernel(_to_tensor(image), kernel)), kernel.numpy()
 
 
-def scene_haze(image: np.ndarray, seed: int) -> np.ndarray:
+def add_scene_haze(image: np.ndarray, seed: int) -> np.ndarray:
     """An 8-bit colour image under I = J t + A (1 - t), t = exp(-beta * depth), with a depth
     map unlike the training one's: 0.6 x a vertical ramp (1 at the top, 0.2 at the bottom) plus
     0.4 x the inverted luminance blurred by a 15-pixel Gaussian (bright things near); beta in
@@ -616,9 +616,10 @@ def run_dehaze(ctx: Context) -> list[TaskResult]:
 
 
 def run_hazephotos(ctx: Context) -> list[TaskResult]:
-    """CBSD68 under `scene_haze`: haze from a model the training never used."""
+    """CBSD68 under `add_scene_haze`: haze from a model the training never used."""
     samples = (
-        Sample(path.stem, clean, scene_haze(clean, index)) for index, path, clean in _cbsd68(ctx)
+        Sample(path.stem, clean, add_scene_haze(clean, index))
+        for index, path, clean in _cbsd68(ctx)
     )
     dcp = ("dark channel prior", "baseline", lambda s: dark_channel_prior(s.degraded))
     title = "Dehazing: CBSD68 under scene haze (depth from position and luminance)"
@@ -974,7 +975,7 @@ def provenance(restorer: Restorer, root: Path, command: str, limit: int | None) 
     return {
         "command": command,
         "commit": git_commit(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "hardware": hardware(restorer.device),
         "torch": torch.__version__,
         "model": f"{restorer.card.name} (preset {restorer.card.preset.get('name', '?')})",

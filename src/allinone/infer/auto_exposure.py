@@ -1,7 +1,7 @@
 """What ``scaling="auto"`` restores with: an 8-bit colour photo's under-exposure undone, else the
 exposure kept.
 
-By default the Restorer keeps the exposure (percentile scaling; `allinone.infer.exposure`),
+By default the Restorer keeps the exposure (percentile scaling; `allinone.infer.tone`),
 because a blind model let free to correct it brightens the dark parts of plain noisy photos. Nor
 can the restoration network judge exposure: it learnt from 64-pixel patches, over which the
 exposure to restore is ambiguous, and brightened a photo three stops under by nothing (first 8

@@ -3,7 +3,7 @@
 Noise added before an image is stored in integers is clipped at the dtype's ends, which biases
 the image near them: under noise of σ 25 grey levels a clean 250 averages 242 once clipped at
 255, a clean 5 averages 13. The Restorer keeps its output's local mean on its input's
-(`allinone.infer.exposure`), which would keep that bias: in CBSD68 photos with bright sky,
+(`allinone.infer.tone`), which would keep that bias: in CBSD68 photos with bright sky,
 a third of the pixels came out 10 levels too dark. `unclipped_mean` takes a local mean back to
 the mean of the values before clipping, given the noise's standard deviation (`noise_sigma`,
 estimated tile by tile) and where the range ends (`Bounds`, in the network's units).

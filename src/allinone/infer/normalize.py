@@ -20,7 +20,7 @@ class Normalization:
     """`x -> (x - offset) / scale` into the network's range, and back to `dtype`.
 
     `keep_exposure` (percentile scaling) asks the Restorer never to brighten the image
-    (`allinone.infer.exposure`). With a `curve`, the forward map also undoes that under-exposure
+    (`allinone.infer.tone`). With a `curve`, the forward map also undoes that under-exposure
     (`ToneCurve.undo`) and the inverse stays linear: the result comes back brightened."""
 
     offset: float
@@ -113,7 +113,7 @@ def fit_normalization(array, scaling: str = "auto") -> Normalization:
     - ``"percentile"``: robust percentiles (0.1 and 99.9) of (a sample of) the data go to 0 and 1,
       so a dim fluorescence image or a 12-bit camera in uint16 is seen at full contrast and the
       exposure is never "corrected": the inverse puts the result back on the input's scale, and
-      the Restorer takes off any local brightening (`allinone.infer.exposure`).
+      the Restorer takes off any local brightening (`allinone.infer.tone`).
     - ``"range"``: integers by their dtype's full range (uint8 / 255, uint16 / 65535), floats as
       they are; a dark image stays dark for the network, which may brighten it (low light). The
       Restorer first undoes the darkening its exposure estimator reads in an 8-bit colour photo

@@ -26,12 +26,6 @@ from allinone.infer.auto_exposure import (
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Clipping, noise_sigma
 from allinone.infer.ensemble import FLIPS, self_ensemble
-from allinone.infer.exposure import (
-    TONE_CHANGING,
-    never_brighter,
-    tile_tone_changing,
-    tone_kept,
-)
 from allinone.infer.normalize import (
     Normalization,
     check_dtype,
@@ -48,6 +42,12 @@ from allinone.infer.pipeline import (
 )
 from allinone.infer.scene import HAZE, SceneTone, has_overview, plane_overview, scene_tone
 from allinone.infer.tiling import TileGrid, round_up
+from allinone.infer.tone import (
+    TONE_CHANGING,
+    never_brighter,
+    tile_tone_changing,
+    tone_kept,
+)
 from allinone.models import AllInOneNet, Preset, build_network
 from allinone.models.exposure import ExposureNet, load_estimator
 from allinone.tone_curve import ToneCurve
@@ -189,7 +189,7 @@ class Restorer:
         clipping: Clipping | None = None,
     ) -> torch.Tensor:
         """The network's restoration of a batch of tiles, keeping their input's local mean where
-        it sees none of the `changing` degradations (`allinone.infer.exposure`), that mean taken
+        it sees none of the `changing` degradations (`allinone.infer.tone`), that mean taken
         back through the tiles' `clipping`."""
         with torch.inference_mode():
             with self._autocast():

@@ -47,7 +47,6 @@ from allinone.errors import AllInOneWarning, Cancelled, InputError
 from allinone.infer.auto_exposure import choose_normalization
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Bounds, Clipping
-from allinone.infer.exposure import never_brighter, tone_kept
 from allinone.infer.normalize import (
     Normalization,
     check_dtype,
@@ -56,6 +55,7 @@ from allinone.infer.normalize import (
 )
 from allinone.infer.pipeline import Progress, is_cancelled
 from allinone.infer.restorer import Restorer
+from allinone.infer.tone import never_brighter, tone_kept
 from allinone.models import AllInOneNet
 from allinone.tone_curve import ToneCurve
 from allinone.train.neighbours import blind_spots, neighbour_loss
