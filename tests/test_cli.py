@@ -116,7 +116,7 @@ def test_restore_learn_noise_restores_with_the_adapted_weights_when_they_win(
 ) -> None:
     from allinone import Restorer
 
-    image, restored, err = _learn_noise(tmp_path, capsys, "3")
+    image, restored, err = _learn_noise(tmp_path, capsys, "8")
     assert "restoring with the adapted weights" in err
     untuned = Restorer.from_pretrained("tiny", device="cpu").restore(image)
     assert not np.array_equal(restored, untuned)

@@ -9,8 +9,9 @@ images are 8-bit; PSNR and SSIM are computed on uint8 RGB (or grey) arrays with 
 - derain: Rain100H (53 pairs here); baseline: the input.
 - dehaze: SOTS-indoor (25 pairs here); baselines: the input, the dark channel prior.
 - hazephotos: CBSD68 under atmospheric scattering with a depth map unlike the training one's
-  (`add_scene_haze`: a vertical ramp plus the inverted, blurred luminance; beta in [0.8, 2] and a grey
-  airlight in [0.8, 1], seeded by the image's index); baselines: the input, the dark channel prior.
+  (`add_scene_haze`: a vertical ramp plus the inverted, blurred luminance; beta in [0.8, 2] and a
+  grey airlight in [0.8, 1], seeded by the image's index); baselines: the input, the dark channel
+  prior.
 - sr: Set5, Set14, Urban100 crops, x2 and x4. HR is cropped to a multiple of the scale, LR made
   with Pillow's antialiased bicubic, and the model restores LR upsampled back with Pillow's
   bicubic (the bicubic baseline). Also Y-channel PSNR with a `scale`-pixel border shaved.
