@@ -29,7 +29,7 @@ def _restore(*argv) -> int:
     return main(["restore", *map(str, argv), *TINY])
 
 
-def test_an_uncompressed_tiff_is_memory_mapped_and_a_compressed_one_read_by_page(
+def test_an_uncompressed_tiff_is_mapped_on_demand_and_a_compressed_one_read_by_page(
     tmp_path: Path,
 ) -> None:
     stack = _stack()
@@ -37,7 +37,7 @@ def test_an_uncompressed_tiff_is_memory_mapped_and_a_compressed_one_read_by_page
     tifffile.imwrite(plain, stack, imagej=True, metadata={"axes": "ZYX"})
     tifffile.imwrite(packed, stack, compression="zlib", metadata={"axes": "ZYX"})
     mapped, paged = read_image(plain, lazy=True), read_image(packed, lazy=True)
-    assert isinstance(mapped.array, np.memmap) and isinstance(paged.array, zarr.Array)
+    assert isinstance(mapped.array, streams.FileArray) and isinstance(paged.array, zarr.Array)
     np.testing.assert_array_equal(mapped.array[1], stack[1])
     np.testing.assert_array_equal(paged.array[2, 5:9], stack[2, 5:9])
     assert mapped.axes == paged.axes == "ZYX"
@@ -201,3 +201,22 @@ def test_an_existing_store_is_replaced_only_with_overwrite(tmp_path: Path, capsy
     assert _restore(source, "-o", output, "--overwrite") == 0
     assert read_image(output).array.shape == (1, 2, 32, 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ome.zarr", "out.ome.zarr"]
+
+
+def test_a_file_array_reads_a_strided_sample_of_a_stack_in_pieces(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(streams, "MAPPED_BYTES", 1000)  # a few planes a mapping
+    data = RNG.integers(0, 1000, (37, 20, 30)).astype(np.uint16)
+    data.tofile(tmp_path / "raw")
+    array = streams.FileArray(tmp_path / "raw", data.dtype, data.shape, 0, writable=False)
+    keys = [
+        (slice(None, None, 3), slice(None, None, 2), slice(1, None, 5)),
+        (slice(2, 30, 7),),
+        (5, slice(3, 9)),
+        Ellipsis,
+        (slice(36, None),),
+    ]
+    for key in keys:
+        np.testing.assert_array_equal(array[key], data[key])
+    np.testing.assert_array_equal(np.asarray(array), data)
+    with pytest.raises(ValueError, match="read-only"):
+        array[0] = 1
