@@ -31,8 +31,9 @@ cp -r checkpoints/small/. "$run/"
   --description "Shipped default: small preset (1.7 M parameters incl. the training-only \
 degradation net), bidirectional training on synthesised single and mixed degradations, \
 microscopy fields and real FMD pairs of fields 7-20: 48,000 CPU steps (configs/small.json), \
-3,519 CPU steps on 128-px patches (configs/small-continue.json), \
-then GPU warm restarts (configs/small-gpu-continue.json); see benchmarks/RESULTS.md"
+3,519 CPU steps on 128-px patches (configs/small-continue.json), 4,000 CPU steps adding \
+procedural fluorescence microscopy and FMD field 19's raw frames (configs/small-fluorescence.json), \
+then GPU warm restarts with the same data (configs/small-gpu-continue.json); see docs/TRAINING.md"
 
 cp "$run"/checkpoint/* "$out/checkpoint/"
 cp "$run/log.jsonl" "$out/"
