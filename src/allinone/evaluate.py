@@ -57,6 +57,12 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from allinone import microscopy_baselines as mb
 from allinone.degradations import apply, apply_kernel, low_light, motion_kernel, synthesize
+from allinone.degradations.composition_set import (
+    COMPOSITION_CROP,
+    COMPOSITION_SEVERITIES,
+    MIXTURES_PER_IMAGE,
+    crop_centre,
+)
 from allinone.errors import InputError
 from allinone.infer.restorer import Restorer
 from allinone.microscopy import (
@@ -99,9 +105,6 @@ EXPOSURE_STOPS = 3
 """Under-exposure of the second low-light protocol, in stops of linear light."""
 HAZE_BETA = (0.8, 2.0)
 HAZE_AIRLIGHT = (0.8, 1.0)
-COMPOSITION_SEVERITIES: tuple[float, ...] = (0.25, 0.5, 0.75)
-MIXTURES_PER_IMAGE = 3
-COMPOSITION_CROP = 256
 THRESHOLD = 0.5
 
 Log = Callable[[str], None]
@@ -258,13 +261,6 @@ def crop_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
     """Top-left crop to height and width multiples of `multiple`."""
     h, w = image.shape[:2]
     return image[: h - h % multiple, : w - w % multiple]
-
-
-def crop_centre(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop to at most `size` x `size`."""
-    h, w = image.shape[:2]
-    y, x = (h - min(h, size)) // 2, (w - min(w, size)) // 2
-    return image[y : y + size, x : x + size]
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
