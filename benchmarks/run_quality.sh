@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate benchmarks/RESULTS.md: every protocol of src/allinone/evaluate.py on the full sets,
+# Regenerate benchmarks/RESULTS.md: every protocol of src/allinone/evaluate/ on the full sets,
 # the shipped model and the classical baselines, measured in one run.
 #
 # Needs the data folder (--data DIR, else $ALLINONE_DATA, else ../shared/data) and, for the

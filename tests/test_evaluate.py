@@ -13,7 +13,8 @@ import pytest
 from allinone import evaluate, microscopy_baselines
 from allinone.cli import main
 from allinone.errors import InputError
-from allinone.evaluate import Row, TaskResult
+from allinone.evaluate import Row, TaskResult, protocols
+from allinone.types import DEGRADATIONS
 
 RNG = np.random.default_rng(7)
 SHAPE = (32, 48)
@@ -81,14 +82,12 @@ def test_roc_auc_of_one_class_is_nan() -> None:
 
 
 def test_confusion_counts_each_true_type_by_the_type_read() -> None:
-    noise, blur, downsample = (
-        evaluate.DEGRADATIONS.index(n) for n in ("noise", "blur", "downsample")
-    )
+    noise, blur, downsample = (DEGRADATIONS.index(n) for n in ("noise", "blur", "downsample"))
     truth = np.array([noise, blur, blur, downsample, downsample, downsample])
     read = np.array([noise, blur, downsample, blur, blur, downsample])
     table = evaluate.confusion(truth, read)
-    assert list(table) == list(evaluate.DEGRADATIONS)
-    assert table["downsample"] == {n: 0 for n in evaluate.DEGRADATIONS} | {
+    assert list(table) == list(DEGRADATIONS)
+    assert table["downsample"] == {n: 0 for n in DEGRADATIONS} | {
         "blur": 2,
         "downsample": 1,
     }
@@ -220,7 +219,7 @@ def test_microscopy_goals_compare_image_by_image() -> None:
 def test_eval_command_end_to_end(
     data_root: Path, tmp_path: Path, no_bm3d: None, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(evaluate, "FLUORESCENCE_SIZE", 48)
+    monkeypatch.setattr(protocols, "FLUORESCENCE_SIZE", 48)
     output, numbers = tmp_path / "RESULTS.md", tmp_path / "results.json"
     argv = ["eval", "--model", "tiny", "--device", "cpu", "--data", data_root, "--limit", "1"]
     argv += ["--adapt-seconds", "0.5"]

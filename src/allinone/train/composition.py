@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from allinone.degradations import apply, synthesize, to_8_bits
-from allinone.evaluate import (
+from allinone.degradations.composition_set import (
     COMPOSITION_CROP,
     COMPOSITION_SEVERITIES,
     MIXTURES_PER_IMAGE,
@@ -107,7 +107,8 @@ def image_logits(net: AllInOneNet, weights: list[torch.Tensor], latent: torch.Te
 
 def validation_set(net: AllInOneNet, crops: torch.Tensor, seed: int = 1) -> Encoded:
     """Every crop (B, 3, H, W) under each type alone at the benchmark's severities, and under
-    as many mixtures as the benchmark makes of a photo (`allinone.evaluate`), encoded by `net`."""
+    as many mixtures as the benchmark makes of a photo (`allinone.degradations.composition_set`),
+    encoded by `net`."""
     generator = torch.Generator().manual_seed(seed)
     degraded, labels = [], []
     for x in crops.split(1):
