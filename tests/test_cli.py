@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from allinone import cli
-from allinone.cli import main
+from allinone.cli import common, main
 from allinone.io import read_image, write_image
 from allinone.types import DEGRADATIONS
 
@@ -38,7 +37,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(args):
         raise AssertionError("the model was loaded although the command should stop earlier")
 
-    monkeypatch.setattr(cli, "_load_restorer", refuse)
+    monkeypatch.setattr(common, "load_restorer", refuse)
 
 
 # --- restore ------------------------------------------------------------------------------------
@@ -212,7 +211,7 @@ def test_interrupt_exits_130_without_output(
         def restore(self, *args, **kwargs):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_load_restorer", lambda args: Interrupted())
+    monkeypatch.setattr(common, "load_restorer", lambda args: Interrupted())
     source = _image(tmp_path / "in.png", (8, 8), np.uint8)
     code, _, err = _run(capsys, "restore", source, "-o", tmp_path / "out.png")
     assert code == 130 and "interrupted" in err

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from allinone import cli
-from allinone.cli import main
+from allinone.cli import common, main
 from allinone.infer.restorer import Restorer
 from allinone.io import write_image
 
@@ -39,7 +38,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(args):
         raise AssertionError("the model was loaded although the command should stop earlier")
 
-    monkeypatch.setattr(cli, "_load_restorer", refuse)
+    monkeypatch.setattr(common, "load_restorer", refuse)
 
 
 def test_finetune_writes_a_loadable_model(tmp_path: Path, capsys) -> None:

@@ -40,8 +40,7 @@ import pytest
 import torch
 from conftest import make_restorer, open_widget
 
-from allinone import cli
-from allinone.cli import main
+from allinone.cli import common, main
 from allinone.errors import InputError, ModelFileError
 from allinone.infer.normalize import fit_normalization
 from allinone.infer.restorer import Composition, Progress, Restorer
@@ -86,7 +85,7 @@ def _full_device_restorer(monkeypatch: pytest.MonkeyPatch) -> Restorer:
 
 def test_cli_says_it_goes_on_on_the_cpu(tmp_path: Path, capsys, monkeypatch) -> None:
     restorer = _full_device_restorer(monkeypatch)
-    monkeypatch.setattr(cli, "_load_restorer", lambda args: restorer)
+    monkeypatch.setattr(common, "load_restorer", lambda args: restorer)
     source = write_image(tmp_path / "in.png", np.full((24, 24), 100, np.uint8))
     code = main(["restore", str(source), "-o", str(tmp_path / "out.png")])
     err = capsys.readouterr().err

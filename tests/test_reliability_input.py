@@ -34,8 +34,7 @@ import pytest
 import tifffile
 from conftest import open_widget
 
-from allinone import cli
-from allinone.cli import main
+from allinone.cli import common, main
 from allinone.errors import InputError
 from allinone.infer.axes import normalize_axes
 from allinone.io import read_image, write_image
@@ -68,7 +67,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(args):
         raise AssertionError("the model was loaded although the command should stop earlier")
 
-    monkeypatch.setattr(cli, "_load_restorer", refuse)
+    monkeypatch.setattr(common, "load_restorer", refuse)
 
 
 # --- values: the API -----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from allinone.cli import _TrainingPace, main
+from allinone.cli import main
+from allinone.cli.maintainers.train import _TrainingPace
 from allinone.degradations import to_8_bits
 from allinone.devices import cpu_has_bf16
 from allinone.errors import InputError

@@ -166,7 +166,7 @@ def haze_weight(logit: torch.Tensor) -> torch.Tensor:
     """How much of the overview's change to apply: none unless haze is more likely than not, then
     rising linearly to all of it at p = 0.75 (4 (p - 0.5)). With p itself as the weight, the
     overview's restoration of clean textures came through (skimage `rocket`, colour: -0.4 dB at
-    p 0.13). The slope was chosen on 11 skimage colour photos under `evaluate.scene_haze`
+    p 0.13). The slope was chosen on 11 skimage colour photos under `evaluate.add_scene_haze`
     (input 9.84 dB): 14.38 dB with slope 2 (2 p - 1), 14.86 with 4, and none of the same photos
     clean changed."""
     return (4 * (torch.sigmoid(logit) - 0.5)).clamp(0, 1)
