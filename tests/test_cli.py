@@ -102,7 +102,8 @@ def _learn_noise(tmp_path: Path, capsys, seconds: str) -> tuple[np.ndarray, np.n
     yy, xx = np.mgrid[0:48, 0:48]
     clean = 60 + 40 * np.sin(xx / 7.0) + 30 * np.cos(yy / 9.0)
     source, output = tmp_path / "in.png", tmp_path / "out.png"
-    write_image(source, RNG.poisson(clean.clip(0)).clip(0, 255).astype(np.uint8))
+    noisy = np.random.default_rng(7).poisson(clean.clip(0))
+    write_image(source, noisy.clip(0, 255).astype(np.uint8))
     code, _, err = _run(capsys, "restore", source, "-o", output, *TINY, "--learn-noise", seconds)
     assert code == 0, err
     image, restored = read_image(source).array, read_image(output).array

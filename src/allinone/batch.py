@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from allinone.errors import AllInOneError, InputError
+from allinone.infer.normalize import check_dtype
 from allinone.io import check_format, ensure_writable, image_output, read_image
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ def restore_file(source: str, output: str, options: BatchOptions) -> str:
     if options.torch_threads:
         torch.set_num_threads(options.torch_threads)
     image = read_image(source, lazy=True)
+    check_dtype(image.array.dtype)
     axes = options.axes or image.axes
     check_format(output, image.array, axes)
     restorer = restorer_for(options.model, worker_device(options.device), options.precision)

@@ -92,6 +92,8 @@ def open_tiff(path: Path) -> Any:
         if not series.dtype.isnative:
             return series.asarray().astype(series.dtype.newbyteorder("="))
         offset, shape, dtype = series.dataoffset, series.shape, series.dtype
+    if 0 in shape:
+        raise InputError(f"Cannot read {path}: the image contains no pixels.")
     if offset is not None:
         needed = offset + int(np.prod(shape)) * dtype.itemsize
         if needed > path.stat().st_size:
