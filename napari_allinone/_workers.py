@@ -156,10 +156,12 @@ def _restore_into_store(
     restorer: Any, request: RestoreRequest, options: dict[str, Any]
 ) -> Generator[Progress, None, Any]:
     """Restore into a new OME-Zarr store, filled tile by tile; returns it opened lazily."""
+    from allinone.heap import return_large_buffers
     from allinone.io import ensure_writable, image_output, read_image
     from allinone.ome_zarr import ngff_of
 
     path = ensure_writable(request.store)
+    return_large_buffers()
     scale = request.scale or (1.0,) * len(request.axes)
     scale = tuple(scale) + (1.0,) * (len(request.axes) - len(scale))  # an RGB layer's colours
     metadata = {"ngff": ngff_of(request.axes, scale)}

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +223,35 @@ def test_a_file_array_reads_a_strided_sample_of_a_stack_in_pieces(tmp_path: Path
     np.testing.assert_array_equal(np.asarray(array), data)
     with pytest.raises(ValueError, match="read-only"):
         array[0] = 1
+
+
+MAPPED_BUFFERS = """
+import ctypes, sys
+import numpy as np
+from allinone.heap import return_large_buffers
+
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = Info
+if sys.argv[1] == "fixed":
+    assert return_large_buffers()
+first = np.ones(2**18)
+del first
+second = np.ones(2**18)
+print(mallinfo2().hblks)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_a_buffer_of_megabytes_keeps_a_map_of_its_own_after_one_was_freed() -> None:
+    """glibc alone serves the second 2 MiB buffer from its heap, where freed space fragments."""
+
+    def mapped_chunks(mode: str) -> int:
+        command = [sys.executable, "-c", MAPPED_BUFFERS, mode]
+        return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+    assert mapped_chunks("fixed") == mapped_chunks("default") + 1

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from allinone.errors import AllInOneError, InputError
+from allinone.heap import return_large_buffers
 from allinone.infer.normalize import check_dtype
 from allinone.io import check_format, ensure_writable, image_output, read_image
 
@@ -120,6 +121,7 @@ def restore_file(source: str, output: str, options: BatchOptions) -> str:
 
     if options.torch_threads:
         torch.set_num_threads(options.torch_threads)
+    return_large_buffers()
     image = read_image(source, lazy=True)
     check_dtype(image.array.dtype)
     axes = options.axes or image.axes

@@ -45,11 +45,13 @@ def register(commands: common.Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the output can be written, load the model, optionally learn the noise, restore."""
+    from allinone.heap import return_large_buffers
     from allinone.infer.axes import normalize_axes
     from allinone.infer.normalize import check_dtype
     from allinone.io import check_format, ensure_writable, image_output, read_image
 
     output = ensure_writable(args.output, inputs=[args.input], overwrite=args.overwrite)
+    return_large_buffers()
     image = read_image(args.input, lazy=True)
     check_dtype(image.array.dtype)
     axes = args.axes or image.axes
