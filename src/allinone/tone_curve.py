@@ -15,7 +15,7 @@ class ToneCurve:
     scale: float
     gamma: float
 
-    def undo(self, y: np.ndarray) -> np.ndarray:
+    def undo(self, y: np.ndarray | float) -> np.ndarray:
         """The values before the darkening (float32; negative values read as 0)."""
         base = np.maximum(np.asarray(y, dtype=np.float64), 0.0) / self.scale
         return (base ** (1.0 / self.gamma)).astype(np.float32)

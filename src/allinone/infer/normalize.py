@@ -58,8 +58,8 @@ class Normalization:
             if int(high) > info.max:  # 64-bit: the float rounds up out of range, and would wrap
                 high = float(np.nextafter(high, 0.0))
             return np.clip(np.rint(values), info.min, high).astype(self.dtype)
-        info = np.finfo(self.dtype)  # saturate: a restored value never becomes +-inf
-        return np.clip(values, info.min, info.max).astype(self.dtype)
+        finfo = np.finfo(self.dtype)  # saturate: a restored value never becomes +-inf
+        return np.clip(values, finfo.min, finfo.max).astype(self.dtype)
 
 
 def check_dtype(dtype: np.dtype) -> np.dtype:
