@@ -24,7 +24,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_allinone._models import load_restorer
 
 if TYPE_CHECKING:
-    from allinone.infer.restorer import Progress
+    from allinone.jobs import Progress
 
 
 class JobState(enum.Enum):

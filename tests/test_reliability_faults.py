@@ -44,8 +44,9 @@ from allinone import cli
 from allinone.cli import main
 from allinone.errors import InputError, ModelFileError
 from allinone.infer.normalize import fit_normalization
-from allinone.infer.restorer import Composition, Progress, Restorer
+from allinone.infer.restorer import Composition, Restorer
 from allinone.io import read_image, write_image
+from allinone.jobs import Progress
 from allinone.models import PRESETS, Preset, build_network
 from allinone.types import DEGRADATIONS
 from napari_allinone._workers import JobState

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from scipy.special import expit
 
 from allinone.devices import resolve_device, resolve_precision
-from allinone.errors import Cancelled, InputError, ModelFileError
+from allinone.errors import InputError
 from allinone.infer.auto_exposure import (
     choose_normalization,
     is_photo,
@@ -32,14 +32,7 @@ from allinone.infer.normalize import (
     check_scaling,
     fit_normalization,
 )
-from allinone.infer.pipeline import (
-    PlaneSource,
-    Progress,
-    Rows,
-    is_cancelled,
-    restored_rows,
-    run_tiles,
-)
+from allinone.infer.pipeline import PlaneSource, Rows, restored_rows, run_tiles
 from allinone.infer.scene import HAZE, SceneTone, has_overview, plane_overview, scene_tone
 from allinone.infer.tiling import TileGrid, round_up
 from allinone.infer.tone import (
@@ -48,18 +41,18 @@ from allinone.infer.tone import (
     tile_tone_changing,
     tone_kept,
 )
-from allinone.models import AllInOneNet, Preset, build_network
-from allinone.models.exposure import ExposureNet, load_estimator
+from allinone.jobs import Cancel, Progress, ProgressCallback, drive
+from allinone.loading import load_estimator, load_network
+from allinone.models import AllInOneNet
+from allinone.models.exposure import ExposureNet
 from allinone.tone_curve import ToneCurve
 from allinone.types import DEGRADATIONS
-from allinone.weights import ModelCard, find_model, load_state, read_card, save_model
+from allinone.weights import ModelCard, save_model
 
 if TYPE_CHECKING:
     from allinone.train.finetune import FinetuneResult
 
-__all__ = ["Composition", "Progress", "Restorer"]
-
-ProgressCallback = Callable[[int, int], None] | None
+__all__ = ["Composition", "Restorer"]
 
 
 @dataclass
@@ -86,20 +79,6 @@ class Composition:
         return name if self.probabilities[name] >= threshold else None
 
 
-def _drive(steps: Generator, progress: ProgressCallback, cancel) -> object:
-    """Run a job generator to its end, reporting progress; return its result."""
-    while True:
-        try:
-            update = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(update.done, update.total)
-        if is_cancelled(cancel):
-            steps.close()
-            raise Cancelled("cancelled; nothing was written")
-
-
 class Restorer:
     """A restoration network on a device, ready for N-D arrays of any supported dtype."""
 
@@ -117,13 +96,7 @@ class Restorer:
         cls, name_or_path: str | Path = "default", device: str = "auto", precision: str = "auto"
     ) -> Restorer:
         """Load shipped weights (`default`), a user model, a file, or a preset (`tiny`, `paper`)."""
-        path = find_model(name_or_path)
-        if path is None:
-            net, card = _preset_network(str(name_or_path))
-        else:
-            card = read_card(path)
-            net = _network_from_card(card, path)
-            net.load_state_dict(_checked_state(net, path), strict=False)
+        net, card = load_network(name_or_path)
         return cls(net, card, device=device, precision=precision)
 
     def _autocast(self):
@@ -309,7 +282,7 @@ class Restorer:
         axes: str | None = None,
         tile: int | None = None,
         overlap: int = 32,
-        cancel=None,
+        cancel: Cancel = None,
         out=None,
         scaling: str = "auto",
         ensemble: bool = False,
@@ -349,8 +322,8 @@ class Restorer:
         axes: str | None = None,
         tile: int | None = None,
         overlap: int = 32,
-        progress: ProgressCallback = None,
-        cancel=None,
+        progress: ProgressCallback | None = None,
+        cancel: Cancel = None,
         out=None,
         scaling: str = "auto",
         ensemble: bool = False,
@@ -360,7 +333,7 @@ class Restorer:
         steps = self.restore_steps(
             array, axes, tile, overlap, cancel, out, scaling, ensemble, scene_haze
         )
-        return _drive(steps, progress, cancel)
+        return drive(steps, progress, cancel)
 
     def restore_dask(
         self,
@@ -401,7 +374,7 @@ class Restorer:
                 steps = self._restore_with(
                     block, block_layout, grid, norm, out, None, ensemble, scene_haze
                 )
-                return _drive(steps, None, None)
+                return drive(steps, None, None)
 
         token = tokenize(planes.name, layout.axes, tile, overlap, ensemble, scene_haze, id(self))
         name = "allinone-restore-" + token
@@ -413,7 +386,7 @@ class Restorer:
         array,
         axes: str | None = None,
         tile: int | None = None,
-        cancel=None,
+        cancel: Cancel = None,
         scaling: str = "auto",
         flips: bool = True,
     ) -> Generator[Progress, None, Composition]:
@@ -486,14 +459,14 @@ class Restorer:
         array,
         axes: str | None = None,
         tile: int | None = None,
-        progress: ProgressCallback = None,
-        cancel=None,
+        progress: ProgressCallback | None = None,
+        cancel: Cancel = None,
         scaling: str = "auto",
         flips: bool = True,
     ) -> Composition:
         """Per-type probabilities for the whole array and per-region maps; see `analyze_steps`."""
         steps = self.analyze_steps(array, axes, tile, cancel, scaling, flips)
-        return _drive(steps, progress, cancel)
+        return drive(steps, progress, cancel)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The network's weights on the CPU."""
@@ -517,7 +490,7 @@ class Restorer:
         patch_size: int = 64,
         batch_size: int = 8,
         seed: int = 0,
-        cancel=None,
+        cancel: Cancel = None,
         finish=None,
         scaling: str = "auto",
     ) -> Generator[Progress, None, FinetuneResult]:
@@ -548,14 +521,14 @@ class Restorer:
         )
 
     def finetune(
-        self, pairs, *, progress: ProgressCallback = None, cancel=None, **options
+        self, pairs, *, progress: ProgressCallback | None = None, cancel=None, **options
     ) -> FinetuneResult:
         """Fine-tune a copy of this model and return a `FinetuneResult`.
 
         `options` are those of `finetune_steps`; `progress(done, total)` follows each step.
         """
         job = self.finetune_steps(pairs, cancel=cancel, **options)
-        return _drive(job, progress, cancel)
+        return drive(job, progress, cancel)
 
 
 def _scene_judged(layout: PlaneLayout) -> bool:
@@ -574,45 +547,3 @@ def _output_for(array, out):
             f"not {tuple(out.shape)} and {out.dtype}"
         )
     return out
-
-
-def _preset_network(name: str) -> tuple[AllInOneNet, ModelCard]:
-    torch.manual_seed(0)
-    net = build_network(name)
-    card = ModelCard(
-        name=name,
-        preset=net.preset.to_dict(),
-        description=f"preset {name}, untrained (random weights, seed 0)",
-        training={"steps": 0},
-    )
-    return net, card
-
-
-def _network_from_card(card: ModelCard, path: Path) -> AllInOneNet:
-    try:
-        preset = Preset.from_dict(card.preset)
-        return build_network(preset)
-    except (TypeError, ValueError) as error:
-        raise ModelFileError(f"{path}: the card's preset is invalid ({error})") from error
-
-
-def _checked_state(net: AllInOneNet, path: Path) -> dict[str, torch.Tensor]:
-    """The file's tensors, checked to match the network exactly (the degradation net optional)."""
-    state = load_state(path)
-    expected = net.state_dict()
-    unexpected = sorted(set(state) - set(expected))
-    missing = sorted(k for k in set(expected) - set(state) if not k.startswith("degradation_net"))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-    if wrong:
-        problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {wrong[0]})")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        problems.append(f"non-finite values in {bad[0]}")
-    if problems:
-        raise ModelFileError(f"{path}: weights do not match the card: " + "; ".join(problems))
-    return state

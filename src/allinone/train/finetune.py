@@ -53,9 +53,9 @@ from allinone.infer.normalize import (
     check_scaling,
     fit_normalization,
 )
-from allinone.infer.pipeline import Progress, is_cancelled
 from allinone.infer.restorer import Restorer
 from allinone.infer.tone import never_brighter, tone_kept
+from allinone.jobs import Progress, is_cancelled
 from allinone.models import AllInOneNet
 from allinone.tone_curve import ToneCurve
 from allinone.train.neighbours import blind_spots, neighbour_loss
