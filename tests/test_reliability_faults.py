@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import make_restorer, open_widget
+from conftest import make_restorer, open_widget, tone_free_pass
 
 from allinone import cli
 from allinone.cli import main
@@ -66,7 +66,7 @@ MOMENTS = ("load", "step", "finish")
 """Where a fake job waits: loading the model, between two steps, in its last step."""
 
 
-def _cpu_only(x: torch.Tensor, **options) -> torch.Tensor:
+def _cpu_only(x: torch.Tensor) -> torch.Tensor:
     """A stand-in tile pass that runs out of memory anywhere but on the CPU."""
     if x.device.type != "cpu":
         raise torch.cuda.OutOfMemoryError("simulated")
@@ -78,7 +78,7 @@ def _full_device_restorer(monkeypatch: pytest.MonkeyPatch) -> Restorer:
     restorer = Restorer.from_pretrained("tiny", device="cpu")
     restorer.device = torch.device("meta")
     monkeypatch.setattr(restorer.net, "to", lambda device: restorer.net)
-    monkeypatch.setattr(restorer, "_restore_forward", _cpu_only)
+    monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(_cpu_only))
     return restorer
 
 
