@@ -48,6 +48,7 @@ from allinone.infer.restorer import Composition, Restorer
 from allinone.io import read_image, write_image
 from allinone.jobs import Progress
 from allinone.models import PRESETS, Preset, build_network
+from allinone.train.finetune import finetune
 from allinone.types import DEGRADATIONS
 from napari_allinone._workers import JobState
 
@@ -102,7 +103,7 @@ def test_finetuning_out_of_memory_is_a_clear_error(val_fraction: float) -> None:
     restorer.net.forward = lambda x: _cpu_only(x.to("meta"))  # copied with the network
     pair = np.random.default_rng(0).random((2, 48, 48), dtype=np.float32)
     with pytest.raises(InputError, match="ran out of memory while fine-tuning; lower the batch"):
-        restorer.finetune([tuple(pair)], steps=1, patch_size=16, val_fraction=val_fraction)
+        finetune(restorer, [tuple(pair)], steps=1, patch_size=16, val_fraction=val_fraction)
 
 
 # --- the widgets: cancelling, a second run, out of memory, closing --------------------------------

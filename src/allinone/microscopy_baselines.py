@@ -127,7 +127,9 @@ def bm3d_tuned(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:
 
 def adapted(restorer: Restorer, noisy: np.ndarray, seconds: float, axes: str = "YX"):
     """`restorer` adapted to `noisy` self-supervised for `seconds`, then its restoration."""
-    result = restorer.finetune([(noisy, None)], axes=axes, seconds=seconds)
+    from allinone.train.finetune import finetune
+
+    result = finetune(restorer, [(noisy, None)], axes=axes, seconds=seconds)
     return result.restorer.restore(noisy, axes=axes)
 
 

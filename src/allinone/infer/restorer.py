@@ -1,4 +1,6 @@
-"""The Restorer: the front door to restoring, analysing and fine-tuning."""
+"""The Restorer: a network on a device, the front door to restoring and analysing images.
+
+Fine-tuning, one layer above, adapts a Restorer's network (`allinone.train.finetune`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,9 +41,6 @@ from allinone.models.exposure import ExposureNet
 from allinone.tone_curve import ToneCurve
 from allinone.types import DEGRADATIONS
 from allinone.weights import ModelCard, save_model
-
-if TYPE_CHECKING:
-    from allinone.train.finetune import FinetuneResult
 
 __all__ = ["Composition", "Restorer"]
 
@@ -437,60 +435,6 @@ class Restorer:
     def save(self, path: str | Path) -> Path:
         """Write the weights (`.safetensors`) and the JSON card; return the weights path."""
         return save_model(self.state_dict(), self.card, Path(path))
-
-    def finetune_steps(
-        self,
-        pairs,
-        *,
-        axes: str | None = None,
-        rois=None,
-        steps: int | None = None,
-        seconds: float | None = None,
-        val_fraction: float = 0.2,
-        lr: float = 1e-3,
-        adapt: str = "all",
-        patch_size: int = 64,
-        batch_size: int = 8,
-        seed: int = 0,
-        cancel: Cancel = None,
-        finish=None,
-        scaling: str = "auto",
-    ) -> Generator[Progress, None, FinetuneResult]:
-        """Fine-tune a copy of this model on (degraded, clean) pairs, yielding `Progress`.
-
-        See `allinone.train.finetune.finetune_steps`; this Restorer is left unchanged.
-        """
-        from allinone.train.finetune import finetune_steps
-
-        return (
-            yield from finetune_steps(
-                self,
-                pairs,
-                axes=axes,
-                rois=rois,
-                steps=steps,
-                seconds=seconds,
-                val_fraction=val_fraction,
-                lr=lr,
-                adapt=adapt,
-                patch_size=patch_size,
-                batch_size=batch_size,
-                seed=seed,
-                cancel=cancel,
-                finish=finish,
-                scaling=scaling,
-            )
-        )
-
-    def finetune(
-        self, pairs, *, progress: ProgressCallback | None = None, cancel=None, **options
-    ) -> FinetuneResult:
-        """Fine-tune a copy of this model and return a `FinetuneResult`.
-
-        `options` are those of `finetune_steps`; `progress(done, total)` follows each step.
-        """
-        job = self.finetune_steps(pairs, cancel=cancel, **options)
-        return drive(job, progress, cancel)
 
 
 def _output_for(array, out):
