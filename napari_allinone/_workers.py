@@ -68,10 +68,8 @@ class RestoreRequest:
     data: Any
     axes: str | None
     engine: EngineChoice
-    tile: int | None = None
-    overlap: int = 32
-    ensemble: bool = False
-    scene_haze: bool = True
+    options: RestoreOptions = field(default_factory=RestoreOptions)
+    """How to restore, intensity scaling included (`engine.scaling` is not read)."""
     learn_noise: float = 0.0
     """Seconds to fine-tune a copy of the model on the noise of `data` first; 0 for none."""
     store: str | None = None
@@ -134,13 +132,7 @@ def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray
 
     engine = request.engine
     restorer = load_restorer(engine.model, engine.device, engine.precision)
-    options = RestoreOptions(
-        scaling=engine.scaling,
-        ensemble=request.ensemble,
-        scene_haze=request.scene_haze,
-        tile=request.tile,
-        overlap=request.overlap,
-    )
+    options = request.options
     if request.learn_noise:
         learnt = yield from finetune_steps(
             restorer,
@@ -152,12 +144,10 @@ def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray
         restorer = learnt.restorer
     if request.store is None:
         return (yield from restorer.restore_steps(request.data, request.axes, options=options))
-    return (yield from _restore_into_store(restorer, request, options))
+    return (yield from _restore_into_store(restorer, request))
 
 
-def _restore_into_store(
-    restorer: Any, request: RestoreRequest, options: RestoreOptions
-) -> Generator[Progress, None, Any]:
+def _restore_into_store(restorer: Any, request: RestoreRequest) -> Generator[Progress, None, Any]:
     """Restore into a new OME-Zarr store, filled tile by tile; returns it opened lazily."""
     from allinone.io import ensure_writable, image_output, read_image
     from allinone.ome_zarr import ngff_of
@@ -167,7 +157,9 @@ def _restore_into_store(
     scale = tuple(scale) + (1.0,) * (len(request.axes) - len(scale))  # an RGB layer's colours
     metadata = {"ngff": ngff_of(request.axes, scale)}
     with image_output(path, request.data, axes=request.axes, metadata=metadata) as out:
-        yield from restorer.restore_steps(request.data, request.axes, out=out, options=options)
+        yield from restorer.restore_steps(
+            request.data, request.axes, out=out, options=request.options
+        )
     return read_image(path).array
 
 
