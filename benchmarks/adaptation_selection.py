@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from allinone.evaluate import FLUORESCENCE_SIZE, Sample, fluorescence_samples, read_grey
+from allinone.infer.options import RestoreOptions
 from allinone.infer.restorer import Restorer
+from allinone.train.finetune import finetune
 from allinone.train.neighbours import blind_spots
 
 
@@ -69,13 +71,14 @@ def main() -> None:
     samples = _samples(Path(args.data))
     for index, sample in enumerate(samples):
         height, width = sample.degraded.shape
-        adapted = default.finetune(
+        adapted = finetune(
+            default,
             [(sample.degraded, None)],
             axes="YX",
             rois=[(0, height, 0, width - round(0.2 * width))],
             val_fraction=0.0,
             seconds=args.seconds,
-            scaling="percentile",
+            options=RestoreOptions(scaling="percentile"),
         )
         before = _scores(default, sample, index)
         after = _scores(adapted.restorer, sample, index)

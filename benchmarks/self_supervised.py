@@ -3,8 +3,9 @@
     python benchmarks/self_supervised.py [--data DIR] [--limit 8] [--sigmas 25] [--seconds 60]
                                          [--fmd-seconds 110] [--model default] [--device cpu]
 
-Two protocols, both with the engine's defaults (`Restorer.finetune` on `(noisy, None)`, 20 % of
-each image held out for its validation), then `Restorer.restore` of the whole noisy image:
+Two protocols, both with the engine's defaults (`allinone.train.finetune.finetune` on
+`(noisy, None)`, 20 % of each image held out for its validation), then `Restorer.restore` of the
+whole noisy image:
 
 - per image: each of the first `--limit` CBSD68 photos under Gaussian noise as `allinone eval`
   adds it (cropped to a multiple of 16, seed = image index), the model fine-tuned on that noisy
@@ -36,13 +37,14 @@ from allinone.evaluate import (
 )
 from allinone.infer.restorer import Restorer
 from allinone.train.data import data_root
+from allinone.train.finetune import finetune
 
 FMD_FIELDS = ("02", "03", "04", "05", "06")
 
 
 def adapted(restorer: Restorer, noisy: np.ndarray, seconds: float) -> tuple[Restorer, int]:
     """`restorer` fine-tuned on `noisy` alone for `seconds`, and the steps it took."""
-    result = restorer.finetune([(noisy, None)], seconds=seconds)
+    result = finetune(restorer, [(noisy, None)], seconds=seconds)
     return result.restorer, result.steps
 
 

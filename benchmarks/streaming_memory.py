@@ -58,9 +58,14 @@ def peak_mib():
     return int(status["VmHWM"].split()[0]) / 1024
 
 if sys.argv[1] == "stand-in":
+    import torch
     from allinone.infer.restorer import Restorer
+    from allinone.types import DEGRADATIONS
 
-    Restorer._restore_forward = lambda self, x, *args, **kwargs: x * 0.5 - 0.25
+    def stand_in(self, x):
+        return x * 0.5 - 0.25, torch.zeros(len(x), len(DEGRADATIONS))
+
+    Restorer.tile_pass = stand_in
 code = main(sys.argv[2:])
 print(f"peak {peak_mib():.1f}", file=sys.stderr)
 sys.exit(code)

@@ -29,7 +29,7 @@ from napari_allinone._workers import EngineChoice, FinetuneRequest, JobState, fi
 if TYPE_CHECKING:
     from napari.viewer import Viewer
 
-    from allinone.infer.restorer import Progress
+    from allinone.jobs import Progress
 
 Unit = Literal["steps", "seconds"]
 ADAPT = {"all parameters": "all", "degradation modules only": "degradation"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from napari.layers import Image
@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QToolButton,
 )
 
+from allinone.infer.options import RestoreOptions
 from napari_allinone._controls import EnginePicker, JobWidget, LayerCombo
 from napari_allinone._layers import (
     Region,
@@ -46,10 +47,8 @@ class RestoreSettings:
     engine: EngineChoice = field(default_factory=EngineChoice)
     axes: str = ""
     scope: Scope = "whole layer"
-    tile: int = 0
-    overlap: int = 32
-    ensemble: bool = False
-    scene_haze: bool = True
+    options: RestoreOptions = field(default_factory=RestoreOptions)
+    """The restore chain's switches and tiling; its scaling follows `engine`'s."""
     learn_noise: int = 0
     """Seconds of self-supervised fine-tuning on the image first; 0 for none."""
     store: str = ""
@@ -135,21 +134,28 @@ class RestoreWidget(JobWidget):
         self.layer.layer_changed.connect(self._layer_changed)
         self.axes.textChanged.connect(self._axes_edited)
         self.scope.currentTextChanged.connect(lambda text: self._update(scope=text))
-        self.engine.on_change(lambda: self._update(engine=self.engine.choice()))
-        self.tile.valueChanged.connect(lambda value: self._update(tile=value))
-        self.overlap.valueChanged.connect(lambda value: self._update(overlap=value))
-        self.ensemble.toggled.connect(lambda checked: self._update(ensemble=checked))
-        self.scene_haze.toggled.connect(lambda checked: self._update(scene_haze=checked))
+        self.engine.on_change(self._engine_changed)
+        self.tile.valueChanged.connect(lambda value: self._update_options(tile=value or None))
+        self.overlap.valueChanged.connect(lambda value: self._update_options(overlap=value))
+        self.ensemble.toggled.connect(lambda checked: self._update_options(ensemble=checked))
+        self.scene_haze.toggled.connect(lambda checked: self._update_options(scene_haze=checked))
         self.learn_noise.valueChanged.connect(lambda value: self._update(learn_noise=value))
         self.store.textChanged.connect(lambda text: self._update(store=text.strip()))
         self.browse.clicked.connect(self._browse_store)
         self.run_button.clicked.connect(self._run_clicked)
-        self.settings.engine = self.engine.choice()
+        self._engine_changed()
 
     def _update(self, **changes: object) -> None:
         for name, value in changes.items():
             setattr(self.settings, name, value)
         self._state_changed(self.job.state)
+
+    def _update_options(self, **changes: object) -> None:
+        self._update(options=replace(self.settings.options, **changes))
+
+    def _engine_changed(self) -> None:
+        engine = self.engine.choice()
+        self._update(engine=engine, options=replace(self.settings.options, scaling=engine.scaling))
 
     def _layer_changed(self, layer: Image | None) -> None:
         from allinone.errors import AllInOneError
@@ -223,10 +229,7 @@ class RestoreWidget(JobWidget):
             data=region.data,
             axes=region.axes,
             engine=settings.engine,
-            tile=settings.tile or None,
-            overlap=settings.overlap,
-            ensemble=settings.ensemble,
-            scene_haze=settings.scene_haze,
+            options=settings.options,
             learn_noise=settings.learn_noise,
             store=settings.store or None,
             scale=region.scale,

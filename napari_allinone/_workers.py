@@ -21,10 +21,11 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from allinone.infer.options import RestoreOptions
 from napari_allinone._models import load_restorer
 
 if TYPE_CHECKING:
-    from allinone.infer.restorer import Progress
+    from allinone.jobs import Progress
 
 
 class JobState(enum.Enum):
@@ -67,10 +68,8 @@ class RestoreRequest:
     data: Any
     axes: str | None
     engine: EngineChoice
-    tile: int | None = None
-    overlap: int = 32
-    ensemble: bool = False
-    scene_haze: bool = True
+    options: RestoreOptions = field(default_factory=RestoreOptions)
+    """How to restore, intensity scaling included (`engine.scaling` is not read)."""
     learn_noise: float = 0.0
     """Seconds to fine-tune a copy of the model on the noise of `data` first; 0 for none."""
     store: str | None = None
@@ -129,32 +128,26 @@ def guarded(job: Callable[..., Generator]) -> Callable[..., Generator]:
 def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray]:
     """Restore `request.data`, after learning its noise when asked; returns the restored array
     (same shape and dtype)."""
+    from allinone.train.finetune import finetune_steps
+
     engine = request.engine
     restorer = load_restorer(engine.model, engine.device, engine.precision)
+    options = request.options
     if request.learn_noise:
-        learnt = yield from restorer.finetune_steps(
+        learnt = yield from finetune_steps(
+            restorer,
             [(request.data, None)],
             axes=request.axes,
             seconds=request.learn_noise,
-            scaling=engine.scaling,
+            options=options,
         )
         restorer = learnt.restorer
-    options = {
-        "axes": request.axes,
-        "tile": request.tile,
-        "overlap": request.overlap,
-        "scaling": engine.scaling,
-        "ensemble": request.ensemble,
-        "scene_haze": request.scene_haze,
-    }
     if request.store is None:
-        return (yield from restorer.restore_steps(request.data, **options))
-    return (yield from _restore_into_store(restorer, request, options))
+        return (yield from restorer.restore_steps(request.data, request.axes, options=options))
+    return (yield from _restore_into_store(restorer, request))
 
 
-def _restore_into_store(
-    restorer: Any, request: RestoreRequest, options: dict[str, Any]
-) -> Generator[Progress, None, Any]:
+def _restore_into_store(restorer: Any, request: RestoreRequest) -> Generator[Progress, None, Any]:
     """Restore into a new OME-Zarr store, filled tile by tile; returns it opened lazily."""
     from allinone.heap import return_large_buffers
     from allinone.io import ensure_writable, image_output, read_image
@@ -166,7 +159,9 @@ def _restore_into_store(
     scale = tuple(scale) + (1.0,) * (len(request.axes) - len(scale))  # an RGB layer's colours
     metadata = {"ngff": ngff_of(request.axes, scale)}
     with image_output(path, request.data, axes=request.axes, metadata=metadata) as out:
-        yield from restorer.restore_steps(request.data, out=out, **options)
+        yield from restorer.restore_steps(
+            request.data, request.axes, out=out, options=request.options
+        )
     return read_image(path).array
 
 
@@ -186,10 +181,13 @@ def analyze_job(request: AnalyzeRequest) -> Generator[Progress, None, Any]:
 def finetune_job(request: FinetuneRequest) -> Generator[Progress, None, Any]:
     """Fine-tune a copy of the chosen model (the loaded one is left as is); returns a
     `FinetuneResult`."""
+    from allinone.train.finetune import finetune_steps
+
     engine = request.engine
     restorer = load_restorer(engine.model, engine.device, engine.precision)
     return (
-        yield from restorer.finetune_steps(
+        yield from finetune_steps(
+            restorer,
             [(request.degraded, request.clean)],
             axes=request.axes,
             rois=request.rois,
@@ -199,7 +197,7 @@ def finetune_job(request: FinetuneRequest) -> Generator[Progress, None, Any]:
             lr=request.lr,
             adapt=request.adapt,
             finish=request.finish,
-            scaling=engine.scaling,
+            options=RestoreOptions(scaling=engine.scaling),
         )
     )
 

@@ -90,16 +90,13 @@ def composition_picture(out: Path, model: str) -> None:
 
 
 def finetune_picture(out: Path, model: str, steps: int) -> None:
-    from allinone.infer.restorer import Restorer
-
     viewer = new_viewer("noisy_fluorescence")
     widget = open_widget(viewer, "Fine-tune", model)
     widget.degraded.set_layer(viewer.layers["noisy fluorescence"])
     widget.clean.set_layer(viewer.layers["noisy fluorescence (clean)"])
     widget.budget.setValue(steps)
-    if hasattr(Restorer, "finetune_steps"):
-        widget.start_button.click()
-        finish(widget)
+    widget.start_button.click()
+    finish(widget)
     save(viewer, out / "finetune.png")
 
 

@@ -54,6 +54,23 @@ def smoothing_forward(x):
     return NetOutput(smooth, logits[:, :, None, None].expand(-1, -1, 2, 2), [])
 
 
+def tone_free_pass(function):
+    """A stand-in for `Restorer.tile_pass`: `function` of the tiles, with composition logits
+    sure of low light, so that tone keeping hands its output on unchanged."""
+
+    def tile_pass(x):
+        import torch
+
+        from allinone.types import DEGRADATIONS
+
+        restored = function(x)
+        logits = torch.full((x.shape[0], len(DEGRADATIONS)), -50.0, device=x.device)
+        logits[:, DEGRADATIONS.index("low_light")] = 50.0
+        return restored, logits
+
+    return tile_pass
+
+
 def make_restorer(net, name: str = "test"):
     """A CPU Restorer around `net`, with a card that matches it."""
     from allinone.infer.restorer import Restorer
@@ -114,7 +131,7 @@ def sure_of_haze(monkeypatch):
     from allinone.infer.restorer import Restorer
 
     overview_pass = _haze_pass(50.0)
-    monkeypatch.setattr(Restorer, "_scene_pass", lambda self, x: overview_pass(x))
+    monkeypatch.setattr(Restorer, "overview_pass", lambda self, x: overview_pass(x))
 
 
 # --- napari -------------------------------------------------------------------------------------

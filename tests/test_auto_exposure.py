@@ -15,6 +15,7 @@ from allinone.infer.auto_exposure import (
     probe_windows,
 )
 from allinone.infer.axes import PlaneLayout
+from allinone.infer.options import RestoreOptions
 from allinone.tone_curve import ToneCurve
 from allinone.train.finetune import _samples
 
@@ -140,13 +141,15 @@ def test_finetuning_undoes_the_darkening_of_the_degraded_image_only() -> None:
     rng = np.random.default_rng(0)
     with pytest.warns(AllInOneWarning):
         (corrected,) = _samples(
-            [(dark, clean)], "YXC", None, 0.2, "auto", lambda view: DARKENED, rng
+            [(dark, clean)], "YXC", None, 0.2, RestoreOptions(), lambda view: DARKENED, rng
         )
     degraded, target = (np.asarray(part) for part in corrected.train)
     assert degraded.mean() == pytest.approx(4 * 30 / 255, rel=0.02)
     assert target.mean() == pytest.approx(120 / 255, rel=0.02)
-    (kept,) = _samples([(dark, clean)], "YXC", None, 0.2, "auto", lambda view: UNCHANGED, rng)
-    assert kept.keep_exposure and corrected.keep_exposure
+    (kept,) = _samples(
+        [(dark, clean)], "YXC", None, 0.2, RestoreOptions(), lambda view: UNCHANGED, rng
+    )
+    assert kept.chain.norm.keep_exposure and corrected.chain.norm.keep_exposure
 
 
 def test_analyze_reports_the_under_exposure_of_photos_only(tiny_restorer, monkeypatch) -> None:

@@ -13,6 +13,7 @@ from allinone import batch
 from allinone.batch import BatchOptions, plan_outputs, restorer_for, run_batch
 from allinone.cli import main
 from allinone.errors import InputError
+from allinone.infer.options import RestoreOptions
 
 
 @pytest.fixture
@@ -67,6 +68,17 @@ def test_plan_outputs_overwrite_and_name_clashes(files, tmp_path):
         plan_outputs([files[0], tmp_path / "other" / files[0].name], outdir)
     with pytest.raises(InputError, match="input"):
         plan_outputs(files, tmp_path)
+
+
+def test_every_file_is_restored_with_the_batch_restore_options(files, tmp_path):
+    options = RestoreOptions(tone=False, scene_haze=False, tile=16, overlap=8)
+    output = tmp_path / "restored.tif"
+    chosen = BatchOptions(model="tiny", device="cpu", restore=options)
+    batch.restore_file(str(files[0]), str(output), chosen)
+    expected = restorer_for("tiny", "cpu", "auto").restore(
+        tifffile.imread(files[0]), options=options
+    )
+    np.testing.assert_array_equal(tifffile.imread(output), expected)
 
 
 def test_restorer_is_loaded_once_per_model_and_device():

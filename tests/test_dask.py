@@ -26,10 +26,8 @@ def eager(tiny, stack) -> np.ndarray:
 
 def test_restore_dask_is_lazy_and_equals_restore(tiny, stack, eager, monkeypatch):
     calls = []
-    forward = tiny._restore_forward
-    monkeypatch.setattr(
-        tiny, "_restore_forward", lambda x, **kw: calls.append(1) or forward(x, **kw)
-    )
+    forward = tiny.tile_pass
+    monkeypatch.setattr(tiny, "tile_pass", lambda x: calls.append(1) or forward(x))
     lazy = tiny.restore_dask(da.from_array(stack, chunks=(1, 32, 36)), tile=32, overlap=16)
     assert isinstance(lazy, da.Array)
     assert lazy.shape == stack.shape and lazy.dtype == stack.dtype

@@ -11,13 +11,8 @@ import torch
 from safetensors import safe_open
 
 from allinone.cli import main
-from allinone.models.exposure import (
-    OVERVIEW,
-    ExposureNet,
-    load_estimator,
-    overview_of,
-    save_estimator,
-)
+from allinone.loading import load_estimator
+from allinone.models.exposure import OVERVIEW, ExposureNet, overview_of, save_estimator
 from allinone.train.exposure import exposure_batch, train_estimator, validation_set
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from pathlib import Path
@@ -14,9 +15,10 @@ from scipy.ndimage import gaussian_filter
 
 from allinone.errors import AllInOneWarning, Cancelled, InputError
 from allinone.infer.normalize import Normalization
+from allinone.infer.options import RestoreOptions
 from allinone.infer.restorer import Restorer
-from allinone.train import finetune
-from allinone.train.finetune import ADAPT_PREFIXES, FinetuneResult
+from allinone.train import finetune as tuning
+from allinone.train.finetune import ADAPT_PREFIXES, FinetuneResult, finetune, finetune_steps
 
 FAST = {"patch_size": 32, "batch_size": 4}
 SIZE = 64
@@ -52,7 +54,7 @@ def tuned() -> tuple[Restorer, dict[str, torch.Tensor], FinetuneResult, list]:
     restorer = _tiny()
     before = _state(restorer)
     updates: list = []
-    job = restorer.finetune_steps([_pair()], steps=STEPS, **FAST)
+    job = finetune_steps(restorer, [_pair()], steps=STEPS, **FAST)
     while True:
         try:
             updates.append(next(job))
@@ -79,13 +81,70 @@ def test_validation_scores_what_restore_gives() -> None:
     columns here), its keep-tone guard included."""
     degraded, clean = ((image / 256).astype(np.uint8) for image in _pair(3, (SIZE, 80)))
     restorer = _tiny()
-    result = restorer.finetune(
-        [(degraded, clean)], steps=1, val_fraction=0.2, scaling="range", **FAST
+    result = finetune(
+        restorer,
+        [(degraded, clean)],
+        steps=1,
+        val_fraction=0.2,
+        options=RestoreOptions(scaling="range"),
+        **FAST,
     )
     restored = restorer.restore(np.ascontiguousarray(degraded[:, -16:]), tile=0, scaling="range")
     error = restored.astype(float) - clean[:, -16:]
     expected = 10 * np.log10(255**2 / np.mean(error**2))
     assert result.psnr_before == pytest.approx(expected, abs=0.1)
+
+
+def _first_validation(restorer: Restorer, pair: tuple, options: RestoreOptions) -> float:
+    """The validation PSNR of `restorer`'s own weights under `options`."""
+    steps = finetune_steps(restorer, [pair], steps=1, val_fraction=0.2, options=options, **FAST)
+    first = next(steps)
+    steps.close()
+    return first.metrics["val_psnr"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        RestoreOptions(scaling="range"),
+        RestoreOptions(scaling="range", ensemble=True),
+        RestoreOptions(scaling="range", tone=False),
+    ],
+    ids=["default", "ensemble", "no-tone"],
+)
+def test_validation_restores_through_the_chain_of_its_options(
+    random_restorer, options: RestoreOptions
+) -> None:
+    """Float images in [0, 1], where a part restored in one pass is what `restore` gives for it
+    alone: the PSNR before fine-tuning is exactly that of `restore` with the same options."""
+    degraded, clean = (image.astype(np.float32) / 65_535 for image in _pair(4, (48, 80)))
+    strip = np.s_[:, -16:]
+    one_pass = dataclasses.replace(options, tile=0, overlap=0)
+    restored = random_restorer.restore(np.ascontiguousarray(degraded[strip]), options=one_pass)
+    error = np.mean((np.clip(restored, 0, 1) - clean[strip]) ** 2, dtype=np.float64)
+    expected = 10 * np.log10(1 / error)
+    assert _first_validation(random_restorer, (degraded, clean), options) == pytest.approx(
+        expected, rel=1e-12
+    )
+
+
+@pytest.mark.usefixtures("sure_of_haze")
+def test_validation_removes_scene_haze_as_restore_does(random_restorer) -> None:
+    """A colour pair whose degraded image is the clean one under a veil that the stand-in
+    overview pass takes off: with scene haze, validation and restore both come closer to the clean
+    image than without."""
+    smooth = gaussian_filter(np.random.default_rng(5).random((144, 160, 3)), (4, 4, 0))
+    clean = (60 + 140 * (smooth - smooth.min()) / np.ptp(smooth)).astype(np.uint8)
+    degraded = clean + np.uint8(26)
+    on, off = RestoreOptions(scaling="range"), RestoreOptions(scaling="range", scene_haze=False)
+
+    def error(options: RestoreOptions) -> float:
+        restored = random_restorer.restore(degraded, options=options).astype(float)
+        return float(np.mean((restored[:, -32:] - clean[:, -32:]) ** 2))
+
+    assert error(on) < error(off) / 4
+    with_haze = _first_validation(random_restorer, (degraded, clean), on)
+    assert with_haze > _first_validation(random_restorer, (degraded, clean), off) + 6
 
 
 def test_validation_allows_for_noise_clipped_at_the_dtypes_end(monkeypatch) -> None:
@@ -99,7 +158,7 @@ def test_validation_allows_for_noise_clipped_at_the_dtypes_end(monkeypatch) -> N
     restorer.net.forward = smoothing_forward  # copied with the network
 
     def before() -> float:
-        steps = restorer.finetune_steps([(degraded, clean)], steps=1, val_fraction=0.2, **FAST)
+        steps = finetune_steps(restorer, [(degraded, clean)], steps=1, val_fraction=0.2, **FAST)
         first = next(steps)  # the validation before any step: the stand-in cannot train
         steps.close()
         return first.metrics["val_psnr"]
@@ -151,7 +210,7 @@ def test_card_and_save_reload(tuned, tmp_path: Path) -> None:
 def test_adapt_degradation_trains_only_the_degradation_modules() -> None:
     restorer = _tiny()
     before = _state(restorer)
-    result = restorer.finetune([_pair()], steps=2, val_fraction=0, adapt="degradation", **FAST)
+    result = finetune(restorer, [_pair()], steps=2, val_fraction=0, adapt="degradation", **FAST)
     after = _state(result.restorer)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.split(".", 1)[0] in ADAPT_PREFIXES for k in changed)
@@ -161,7 +220,7 @@ def test_adapt_degradation_trains_only_the_degradation_modules() -> None:
 
 def test_same_seed_same_run() -> None:
     def losses(seed: int) -> list[float]:
-        result = _tiny().finetune([_pair()], steps=3, seed=seed, val_fraction=0, **FAST)
+        result = finetune(_tiny(), [_pair()], steps=3, seed=seed, val_fraction=0, **FAST)
         return [entry["loss"] for entry in result.history]
 
     first = losses(0)
@@ -181,10 +240,10 @@ def test_cancel_stops_and_leaves_the_original_untouched() -> None:
             stop.set()
 
     with pytest.raises(Cancelled):
-        restorer.finetune([_pair()], steps=50, progress=on_progress, cancel=stop, **FAST)
+        finetune(restorer, [_pair()], steps=50, progress=on_progress, cancel=stop, **FAST)
     assert progress[-1] == 1
     assert _same(_state(restorer), before)
-    job = restorer.finetune_steps([_pair()], steps=50, cancel=lambda: True, **FAST)
+    job = finetune_steps(restorer, [_pair()], steps=50, cancel=lambda: True, **FAST)
     next(job)  # the first validation
     with pytest.raises(Cancelled):
         next(job)
@@ -198,7 +257,7 @@ def test_finish_ends_early_and_keeps_the_best_weights() -> None:
         if done == 3:
             finish.set()
 
-    result = restorer.finetune([_pair()], steps=200, progress=on_progress, finish=finish, **FAST)
+    result = finetune(restorer, [_pair()], steps=200, progress=on_progress, finish=finish, **FAST)
     assert result.steps == 4
     assert result.history[-1]["step"] == 4 and "val_psnr" in result.history[-1]
     assert result.psnr_after >= result.psnr_before
@@ -206,20 +265,20 @@ def test_finish_ends_early_and_keeps_the_best_weights() -> None:
 
 def test_rois_and_rgb_stacks() -> None:
     degraded, clean = _pair(2, (2, 80, 96))
-    result = _tiny().finetune(
-        [(degraded, clean)], axes="ZYX", rois=[(0, 60, 10, 200)], steps=1, **FAST
+    result = finetune(
+        _tiny(), [(degraded, clean)], axes="ZYX", rois=[(0, 60, 10, 200)], steps=1, **FAST
     )
     assert result.steps == 1 and result.psnr_before is not None
     rgb = tuple(np.stack([a] * 3, axis=-1) for a in _pair(3))
-    assert _tiny().finetune([rgb], steps=1, **FAST).steps == 1
+    assert finetune(_tiny(), [rgb], steps=1, **FAST).steps == 1
 
 
 def test_no_improvement_returns_the_original_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     errors = iter([np.full(10, 1e-3)] + [np.full(10, 1e-2)] * 100)  # 30 dB, then 20 dB
-    monkeypatch.setattr(finetune, "_val_errors", lambda *args: next(errors))
+    monkeypatch.setattr(tuning, "_val_errors", lambda *args: next(errors))
     restorer = _tiny()
-    result = restorer.finetune([_pair()], steps=20, **FAST)
-    assert result.steps == 2 * finetune.PATIENCE  # evaluated every 2 steps, never better
+    result = finetune(restorer, [_pair()], steps=20, **FAST)
+    assert result.steps == 2 * tuning.PATIENCE  # evaluated every 2 steps, never better
     assert not result.improved and result.psnr_before == result.psnr_after == pytest.approx(30.0)
     assert _same(_state(result.restorer), _state(restorer))
 
@@ -240,7 +299,7 @@ def test_no_improvement_returns_the_original_weights(monkeypatch: pytest.MonkeyP
 )
 def test_bad_inputs(pairs, options: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
-        _tiny().finetune(pairs, **options)
+        finetune(_tiny(), pairs, **options)
 
 
 def test_a_pair_on_different_scales_is_warned_about() -> None:
@@ -249,20 +308,20 @@ def test_a_pair_on_different_scales_is_warned_about() -> None:
     with pytest.warns(
         AllInOneWarning, match=r"pair 0: .* [\d,]+ times narrower .*float32 and uint16"
     ):
-        _tiny().finetune([(degraded, as_fraction)], steps=1, **FAST)
+        finetune(_tiny(), [(degraded, as_fraction)], steps=1, **FAST)
     darker = (clean // 2, clean)  # an exposure change, well within what a pair may hold
     with warnings.catch_warnings():
         warnings.simplefilter("error", AllInOneWarning)
-        _tiny().finetune([darker], steps=1, **FAST)
+        finetune(_tiny(), [darker], steps=1, **FAST)
 
 
 def test_self_supervised_finetuning_learns_from_the_noise_alone() -> None:
     """Given the noisy image alone, the restoration of the held-out strip gets closer to the clean
     image it never saw, and the run says it was self-supervised."""
-    size = 4 * SIZE  # enough blind spots for a significant gain (`finetune.SIGNIFICANCE`)
+    size = 4 * SIZE  # enough blind spots for a significant gain (`tuning.SIGNIFICANCE`)
     degraded, clean = _pair(shape=(size, size))
     restorer = _tiny()
-    result = restorer.finetune([(degraded, None)], steps=STEPS, seed=1, **FAST)
+    result = finetune(restorer, [(degraded, None)], steps=STEPS, seed=1, **FAST)
     val = np.s_[:, size - round(0.2 * size) :]  # the validation strip
 
     def error(r: Restorer) -> float:
@@ -279,24 +338,24 @@ def test_self_supervised_finetuning_learns_from_the_noise_alone() -> None:
 
 def test_self_supervised_patches_halve_to_the_network_multiple() -> None:
     degraded, _ = _pair()
-    result = _tiny().finetune([(degraded, None)], steps=1, patch_size=40, batch_size=2)
+    result = finetune(_tiny(), [(degraded, None)], steps=1, patch_size=40, batch_size=2)
     assert result.restorer.card.training["finetune"]["patch_size"] == 32
 
 
 def test_pairs_with_and_without_clean_images_are_refused() -> None:
     degraded, clean = _pair()
     with pytest.raises(InputError, match="some pairs have a clean image"):
-        _tiny().finetune([(degraded, clean), (degraded, None)], steps=1, **FAST)
+        finetune(_tiny(), [(degraded, clean), (degraded, None)], steps=1, **FAST)
 
 
 def test_a_stack_too_large_for_memory_trains_on_evenly_spaced_planes(monkeypatch) -> None:
     stack = np.stack([_pair(seed)[0] for seed in range(10)])
-    monkeypatch.setattr(finetune, "MAX_VALUES", 3 * SIZE * SIZE)
+    monkeypatch.setattr(tuning, "MAX_VALUES", 3 * SIZE * SIZE)
     with pytest.warns(AllInOneWarning, match="on 3 of the 10 planes"):
-        result = _tiny().finetune([(stack, None)], axes="ZYX", steps=1, **FAST)
+        result = finetune(_tiny(), [(stack, None)], axes="ZYX", steps=1, **FAST)
     assert result.steps == 1
-    layout = finetune.PlaneLayout.of(stack.shape, "ZYX")
-    assert finetune._planes(layout, SIZE * SIZE, 1) == [(0,), (4,), (9,)]
+    layout = tuning.PlaneLayout.of(stack.shape, "ZYX")
+    assert tuning._planes(layout, SIZE * SIZE, 1) == [(0,), (4,), (9,)]
 
 
 def test_self_supervised_keeps_the_original_weights_unless_significantly_better(
@@ -310,10 +369,10 @@ def test_self_supervised_keeps_the_original_weights_unless_significantly_better(
     noisy_gain = before + scatter - scatter.mean() - 1e-5  # better on average, by 0.06 SE
     for after, kept in ((noisy_gain, False), (0.8 * before, True)):
         errors = iter([before] + [after] * 100)
-        monkeypatch.setattr(finetune, "_val_errors", lambda *args, e=errors: next(e))
+        monkeypatch.setattr(tuning, "_val_errors", lambda *args, e=errors: next(e))
         restorer = _tiny()
         noisy = _pair()[0]
-        result = restorer.finetune([(noisy, None)], steps=4, **FAST)
+        result = finetune(restorer, [(noisy, None)], steps=4, **FAST)
         assert result.improved is kept
         assert _same(_state(result.restorer), _state(restorer)) is not kept
         if not kept:
@@ -322,8 +381,14 @@ def test_self_supervised_keeps_the_original_weights_unless_significantly_better(
 
 def test_self_supervised_adaptation_of_a_stack_trains_and_validates_on_every_plane() -> None:
     stack = np.random.default_rng(5).poisson(20.0, (5, 48, 64)).astype(np.uint16)
-    samples = finetune._samples(
-        [(stack, None)], "ZYX", None, 0.2, "auto", lambda view: None, np.random.default_rng(0)
+    samples = tuning._samples(
+        [(stack, None)],
+        "ZYX",
+        None,
+        0.2,
+        RestoreOptions(),
+        lambda view: None,
+        np.random.default_rng(0),
     )
     assert len(samples) == 5
     for plane, sample in zip(stack, samples, strict=True):

@@ -105,7 +105,7 @@ def test_the_intensities_choice_reaches_the_engine(viewer, qtbot, scaling: str) 
     widget = _open(viewer, "Restore")
     picker = widget.engine.scaling
     picker.setCurrentIndex(picker.findData(scaling))
-    assert widget.settings.engine.scaling == scaling
+    assert widget.settings.engine.scaling == widget.settings.options.scaling == scaling
 
     widget.run_button.click()
     _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
@@ -121,7 +121,7 @@ def test_the_best_quality_choice_reaches_the_engine(viewer, qtbot) -> None:
     viewer.add_image(data, name="photo")
     widget = _open(viewer, "Restore")
     widget.ensemble.setChecked(True)
-    assert widget.settings.ensemble
+    assert widget.settings.options.ensemble
 
     widget.run_button.click()
     _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
@@ -137,9 +137,9 @@ def test_the_scene_haze_choice_reaches_the_engine(viewer, qtbot) -> None:
     data = np.random.default_rng(4).integers(0, 255, (144, 160, 3), dtype=np.uint8)
     viewer.add_image(data, name="hazy", rgb=True)
     widget = _open(viewer, "Restore")
-    assert widget.scene_haze.isChecked() and widget.settings.scene_haze
+    assert widget.scene_haze.isChecked() and widget.settings.options.scene_haze
     widget.scene_haze.setChecked(False)
-    assert not widget.settings.scene_haze
+    assert not widget.settings.options.scene_haze
 
     widget.run_button.click()
     _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)

@@ -38,14 +38,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import make_restorer, open_widget
+from conftest import make_restorer, open_widget, tone_free_pass
 
 from allinone.cli import common, main
 from allinone.errors import InputError, ModelFileError
 from allinone.infer.normalize import fit_normalization
-from allinone.infer.restorer import Composition, Progress, Restorer
+from allinone.infer.restorer import Composition, Restorer
 from allinone.io import read_image, write_image
+from allinone.jobs import Progress
 from allinone.models import PRESETS, Preset, build_network
+from allinone.train.finetune import finetune
 from allinone.types import DEGRADATIONS
 from napari_allinone._workers import JobState
 
@@ -64,7 +66,7 @@ MOMENTS = ("load", "step", "finish")
 """Where a fake job waits: loading the model, between two steps, in its last step."""
 
 
-def _cpu_only(x: torch.Tensor, **options) -> torch.Tensor:
+def _cpu_only(x: torch.Tensor) -> torch.Tensor:
     """A stand-in tile pass that runs out of memory anywhere but on the CPU."""
     if x.device.type != "cpu":
         raise torch.cuda.OutOfMemoryError("simulated")
@@ -76,7 +78,7 @@ def _full_device_restorer(monkeypatch: pytest.MonkeyPatch) -> Restorer:
     restorer = Restorer.from_pretrained("tiny", device="cpu")
     restorer.device = torch.device("meta")
     monkeypatch.setattr(restorer.net, "to", lambda device: restorer.net)
-    monkeypatch.setattr(restorer, "_restore_forward", _cpu_only)
+    monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(_cpu_only))
     return restorer
 
 
@@ -100,7 +102,7 @@ def test_finetuning_out_of_memory_is_a_clear_error(val_fraction: float) -> None:
     restorer.net.forward = lambda x: _cpu_only(x.to("meta"))  # copied with the network
     pair = np.random.default_rng(0).random((2, 48, 48), dtype=np.float32)
     with pytest.raises(InputError, match="ran out of memory while fine-tuning; lower the batch"):
-        restorer.finetune([tuple(pair)], steps=1, patch_size=16, val_fraction=val_fraction)
+        finetune(restorer, [tuple(pair)], steps=1, patch_size=16, val_fraction=val_fraction)
 
 
 # --- the widgets: cancelling, a second run, out of memory, closing --------------------------------

@@ -38,6 +38,7 @@ from allinone.cli import common, main
 from allinone.errors import InputError
 from allinone.infer.axes import normalize_axes
 from allinone.io import read_image, write_image
+from allinone.train.finetune import finetune
 from napari_allinone._finetune import NO_CLEAN
 from napari_allinone._workers import JobState
 
@@ -116,8 +117,8 @@ def test_finetuning_on_pairs_with_nan_and_inf(tiny_restorer) -> None:
     degraded = clean + rng.normal(0, 0.1, clean.shape).astype(np.float32)
     degraded[5, :8] = [np.nan, np.inf, -np.inf] * 2 + [np.nan] * 2
     clean[40, :3] = np.nan
-    result = tiny_restorer.finetune(
-        [(degraded, clean)], steps=2, patch_size=16, batch_size=2, val_fraction=0.25
+    result = finetune(
+        tiny_restorer, [(degraded, clean)], steps=2, patch_size=16, batch_size=2, val_fraction=0.25
     )
     assert np.isfinite(result.psnr_before) and np.isfinite(result.psnr_after)
     assert all(np.isfinite(entry.get("loss", 0.0)) for entry in result.history)

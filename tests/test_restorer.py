@@ -14,8 +14,9 @@ from skimage.metrics import peak_signal_noise_ratio
 from allinone import DEGRADATIONS
 from allinone.devices import cpu_has_bf16
 from allinone.errors import Cancelled, InputError
-from allinone.infer.restorer import Composition, Progress, Restorer
+from allinone.infer.restorer import Composition, Restorer
 from allinone.infer.tiling import TileGrid
+from allinone.jobs import Progress
 
 DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64]
 SHAPES = {

@@ -108,7 +108,7 @@ def test_planes_no_larger_than_the_overview_get_no_correction(haze_pass) -> None
 @pytest.fixture
 def dehazing_identity(identity_restorer, haze_pass, monkeypatch: pytest.MonkeyPatch):
     """The identity Restorer whose overview pass takes 0.1 off and is sure of haze."""
-    monkeypatch.setattr(identity_restorer, "_scene_pass", haze_pass(50.0))
+    monkeypatch.setattr(identity_restorer, "overview_pass", haze_pass(50.0))
     return identity_restorer
 
 
@@ -148,7 +148,7 @@ def test_grey_planes_are_never_dehazed_at_scene_scale(dehazing_identity) -> None
 
 def test_the_overview_pass_runs_the_network_on_any_size(tiny_restorer) -> None:
     x = _textured((1, 3, 50, 70))
-    restored, logits = tiny_restorer._scene_pass(x)
+    restored, logits = tiny_restorer.overview_pass(x)
     assert restored.shape == x.shape and restored.dtype == torch.float32
     assert logits.shape == (1, len(DEGRADATIONS))
 

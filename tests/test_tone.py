@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tone_free_pass
 
 from allinone.infer.restorer import Restorer
 from allinone.infer.scene import SIDE
@@ -63,7 +64,7 @@ def test_darkening_is_left_alone() -> None:
 
 def test_percentile_scaling_keeps_the_exposure_and_range_scaling_does_not(monkeypatch) -> None:
     restorer = Restorer.from_pretrained("tiny", device="cpu")
-    monkeypatch.setattr(restorer, "_restore_forward", lambda x, **options: x + 0.2)  # brightens
+    monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(lambda x: x + 0.2))  # brightens
     dim = np.random.default_rng(0).poisson(8.0, (64, 64)).astype(np.uint8)
     kept = restorer.restore(dim, scaling="percentile").astype(float)
     corrected = restorer.restore(dim, scaling="range").astype(float)
@@ -148,7 +149,7 @@ def test_a_tiles_haze_frees_its_tone_only_where_no_overview_judges_haze(
     """Tiles read haze; the overview (where a colour plane has one) is sure there is none."""
     restorer = Restorer.from_pretrained("tiny", device="cpu")
     monkeypatch.setattr(restorer.net, "forward", _darkening("haze"))
-    monkeypatch.setattr(restorer, "_scene_pass", haze_pass(-50.0))
+    monkeypatch.setattr(restorer, "overview_pass", haze_pass(-50.0))
     image = np.random.default_rng(0).integers(60, 200, shape).astype(np.uint8)
     restored = restorer.restore(image, scaling="range", scene_haze=scene_haze).astype(float)
     change = image.mean() - restored.mean()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from allinone.errors import AllInOneError, InputError
 from allinone.heap import return_large_buffers
 from allinone.infer.normalize import check_dtype
+from allinone.infer.options import RestoreOptions
 from allinone.io import check_format, ensure_writable, image_output, read_image
 
 if TYPE_CHECKING:
@@ -45,11 +46,8 @@ class BatchOptions:
     device: str = "auto"
     precision: str = "auto"
     axes: str | None = None
-    tile: int | None = None
-    overlap: int = 32
-    scaling: str = "auto"
-    ensemble: bool = False
-    scene_haze: bool = True
+    restore: RestoreOptions = field(default_factory=RestoreOptions)
+    """How each file is restored (the restore chain's switches, tiling)."""
     torch_threads: int | None = None
     """CPU threads a worker's torch uses (local worker processes start with one: `run_batch`
     shares the CPUs among them)."""
@@ -130,16 +128,7 @@ def restore_file(source: str, output: str, options: BatchOptions) -> str:
     with image_output(
         output, image.array, axes=axes, metadata=image.metadata, overwrite=True
     ) as out:
-        restorer.restore(
-            image.array,
-            axes=axes,
-            tile=options.tile,
-            overlap=options.overlap,
-            scaling=options.scaling,
-            ensemble=options.ensemble,
-            scene_haze=options.scene_haze,
-            out=out,
-        )
+        restorer.restore(image.array, axes=axes, out=out, options=options.restore)
     return output
 
 

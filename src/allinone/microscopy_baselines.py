@@ -27,6 +27,7 @@ import numpy as np
 from skimage import restoration
 
 if TYPE_CHECKING:
+    from allinone.infer.options import RestoreOptions
     from allinone.infer.restorer import Restorer
 
 TV_WEIGHT_PER_SIGMA = 5.0
@@ -125,17 +126,26 @@ def bm3d_tuned(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return tuned(noisy, clean, _bm3d)
 
 
-def adapted(restorer: Restorer, noisy: np.ndarray, seconds: float, axes: str = "YX"):
-    """`restorer` adapted to `noisy` self-supervised for `seconds`, then its restoration."""
-    result = restorer.finetune([(noisy, None)], axes=axes, seconds=seconds)
-    return result.restorer.restore(noisy, axes=axes)
+def adapted(
+    restorer: Restorer,
+    noisy: np.ndarray,
+    seconds: float,
+    options: RestoreOptions | None = None,
+    axes: str = "YX",
+):
+    """`restorer` adapted to `noisy` self-supervised for `seconds`, then its restoration, both
+    under `options` (None: the defaults)."""
+    from allinone.train.finetune import finetune
+
+    result = finetune(restorer, [(noisy, None)], axes=axes, seconds=seconds, options=options)
+    return result.restorer.restore(noisy, axes=axes, options=options)
 
 
 def from_scratch(noisy: np.ndarray, seconds: float, preset: str = "small", axes: str = "YX"):
     """An untrained `preset` network trained on `noisy` alone for `seconds`, then applied."""
     from allinone.infer.restorer import Restorer
 
-    return adapted(Restorer.from_pretrained(preset, device="cpu"), noisy, seconds, axes)
+    return adapted(Restorer.from_pretrained(preset, device="cpu"), noisy, seconds, axes=axes)
 
 
 def _choose_tv_ratio(root: Path) -> None:

@@ -3,7 +3,7 @@
 A model `NAME` is the pair `NAME.safetensors` + `NAME.json` (the card is also embedded in the
 safetensors header, so a lone weights file still loads). Names resolve, in order, to a path, a
 shipped model (`resources/weights`), a user model (the user models folder) or a preset (freshly
-initialised, seeded weights).
+initialised, seeded weights). `allinone.loading` builds the networks.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from allinone.errors import ModelFileError
+from allinone.models.presets import PRESETS
 from allinone.types import DEGRADATIONS
 
 CARD_VERSION = 1
@@ -246,8 +247,6 @@ def read_card_file(json_path: Path) -> ModelCard:
 
 def find_model(name_or_path: str | os.PathLike) -> Path | None:
     """The weights file a name or path refers to, or None for a preset name."""
-    from allinone.models.presets import PRESETS
-
     text = str(name_or_path)
     path = Path(text).expanduser()
     looks_like_path = path.suffix != "" or os.sep in text or "/" in text
@@ -272,8 +271,6 @@ def find_model(name_or_path: str | os.PathLike) -> Path | None:
 
 def list_models() -> list[ModelEntry]:
     """Shipped models, then the user's, then the presets."""
-    from allinone.models.presets import PRESETS
-
     entries = []
     for source, folder in (("shipped", shipped_dir()), ("user", user_models_dir())):
         for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:

@@ -50,11 +50,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         axes=args.axes,
-        tile=args.tile,
-        overlap=args.overlap,
-        scaling=args.scaling,
-        ensemble=args.ensemble,
-        scene_haze=args.scene_haze,
+        restore=common.restore_options(args),
     )
 
     def done(source: Path, error: str | None) -> None:

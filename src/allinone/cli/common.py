@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from allinone.errors import AllInOneError, OutputExistsError
 from allinone.infer.normalize import SCALINGS
+from allinone.infer.options import RestoreOptions
 
 if TYPE_CHECKING:
     from allinone.infer.restorer import Restorer
@@ -122,7 +123,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_restore_options(parser: argparse.ArgumentParser) -> None:
-    """--tile, --overlap, --ensemble and --scene-haze: how an image is restored."""
+    """--tile, --overlap, --ensemble, --scene-haze, --tone and --clipping: how an image is
+    restored (`RestoreOptions`; `restore_options` reads them back)."""
     parser.add_argument(
         "--tile",
         type=positive_int,
@@ -136,6 +138,11 @@ def add_restore_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="overlap between tiles in pixels (default: 32)",
     )
+    add_chain_switches(parser)
+
+
+def add_chain_switches(parser: argparse.ArgumentParser) -> None:
+    """One switch per optional step of the restore chain (`allinone.infer.chain`)."""
     parser.add_argument(
         "--ensemble",
         action="store_true",
@@ -148,6 +155,25 @@ def add_restore_options(parser: argparse.ArgumentParser) -> None:
         help="first remove haze judged on a small overview of each plane, which tiles alone miss "
         "in large images (default: on)",
     )
+    parser.add_argument(
+        "--tone",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep each tile's local mean unless the model sees haze, rain or low light in it "
+        "(default: on)",
+    )
+    parser.add_argument(
+        "--clipping",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="take local means back through the clipping of noise at an integer dtype's ends "
+        "before keeping them (default: on)",
+    )
+
+
+def restore_options(args: argparse.Namespace) -> RestoreOptions:
+    """The `RestoreOptions` that the parsed switches name (those a command lacks at defaults)."""
+    return RestoreOptions.from_names(vars(args))
 
 
 # --- models ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from allinone.cli import common
 from allinone.errors import InputError
 
 if TYPE_CHECKING:
-    from allinone.infer.restorer import Progress
+    from allinone.jobs import Progress
     from allinone.train.finetune import FinetuneResult
 
 
@@ -91,7 +91,9 @@ def register(commands: common.Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune, save the model and print what the fine-tuning achieved."""
+    from allinone.infer.options import RestoreOptions
     from allinone.io import read_image
+    from allinone.train.finetune import finetune_steps
 
     targets = args.target or [None] * len(args.input)
     if len(args.input) != len(targets):
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         for d, c in zip(degraded, targets, strict=True)
     ]
     restorer = common.load_restorer(args)
-    job = restorer.finetune_steps(
+    job = finetune_steps(
+        restorer,
         pairs,
         axes=args.axes or degraded[0].axes,
         rois=args.roi,
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         batch_size=args.batch_size,
         seed=args.seed,
-        scaling=args.scaling,
+        options=RestoreOptions(scaling=args.scaling),
     )
     result = _follow(job)
     path = result.save(output)

@@ -59,14 +59,18 @@ def run(args: argparse.Namespace) -> int:
         axes = normalize_axes(axes, image.array.shape)
     check_format(output, image.array, axes)
     restorer = common.load_restorer(args)
+    options = common.restore_options(args)
     if args.learn_noise:
+        from allinone.train.finetune import finetune
+
         with common.progress("learning the noise") as progress:
-            adaptation = restorer.finetune(
+            adaptation = finetune(
+                restorer,
                 [(image.array, None)],
                 axes=axes,
                 seconds=args.learn_noise,
                 progress=progress,
-                scaling=args.scaling,
+                options=options,
             )
         print(_adaptation_summary(adaptation), file=sys.stderr)
         restorer = adaptation.restorer
@@ -74,17 +78,7 @@ def run(args: argparse.Namespace) -> int:
         output, image.array, axes=axes, metadata=image.metadata, overwrite=args.overwrite
     )
     with common.progress("restoring") as progress, destination as out:
-        restorer.restore(
-            image.array,
-            axes=axes,
-            tile=args.tile,
-            overlap=args.overlap,
-            progress=progress,
-            scaling=args.scaling,
-            ensemble=args.ensemble,
-            scene_haze=args.scene_haze,
-            out=out,
-        )
+        restorer.restore(image.array, axes=axes, progress=progress, out=out, options=options)
     print(f"wrote {output}", file=sys.stderr)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from allinone.errors import InputError
 from allinone.evaluate.images import crop_multiple, read_rgb
 from allinone.evaluate.metrics import psnr, psnr_y, ssim
 from allinone.evaluate.results import Row, TaskResult
+from allinone.infer.options import RestoreOptions
 from allinone.infer.restorer import Restorer
 
 ADAPT_SECONDS = 60.0
@@ -86,7 +88,8 @@ class Context:
     limit: int | None = None
     baselines: bool = True
     log: Log = lambda message: None
-    ensemble: bool = False
+    options: RestoreOptions = RestoreOptions()
+    """How the model restores (`allinone eval`'s chain switches)."""
     adapt_seconds: float = ADAPT_SECONDS
     """Seconds of self-supervised training per image in the microscopy tasks (0: none)."""
 
@@ -106,14 +109,35 @@ class Context:
             yield index, path, crop_multiple(read_rgb(path), 16)
 
     def model(self) -> Method:
-        name = f"{self.restorer.card.name} (ours{', 8-view ensemble' if self.ensemble else ''})"
+        name = f"{self.restorer.card.name} (ours{''.join(', ' + c for c in self.changes())})"
         axes = {2: "YX", 3: "YXC"}
 
         def restore(sample: Sample) -> np.ndarray:
             layout = axes[sample.clean.ndim]
-            return self.restorer.restore(sample.degraded, axes=layout, ensemble=self.ensemble)
+            return self.restorer.restore(sample.degraded, axes=layout, options=self.options)
 
         return name, "model", restore
+
+    def changes(self) -> list[str]:
+        """The restore options away from their defaults, in words, for the method's name."""
+        words = {
+            "ensemble": "8-view ensemble",
+            "tone": "tone keeping",
+            "clipping": "clipping correction",
+            "scene_haze": "scene haze",
+        }
+        defaults = RestoreOptions()
+        changed = []
+        for option in dataclasses.fields(RestoreOptions):
+            value = getattr(self.options, option.name)
+            if value == getattr(defaults, option.name):
+                continue
+            if isinstance(value, bool):
+                label = words.get(option.name, option.name)
+                changed.append(label if value else f"no {label}")
+            else:
+                changed.append(f"{option.name} {value}")
+        return changed
 
     def methods(self, input_label: str, *baselines: Method, after: tuple = ()) -> list[Method]:
         """The input, the classical baselines when enabled, the model, then `after`."""
@@ -150,7 +174,7 @@ class Context:
                 (
                     f"{name}, adapted {seconds:g} s to the image",
                     "adapted",
-                    lambda s: mb.adapted(self.restorer, s.degraded, seconds),
+                    lambda s: mb.adapted(self.restorer, s.degraded, seconds, self.options),
                 ),
             )
         return self.methods("raw input", *baselines, after=adapted)

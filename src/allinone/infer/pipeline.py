@@ -28,6 +28,7 @@ from allinone.infer.axes import PlaneLayout
 from allinone.infer.normalize import Normalization
 from allinone.infer.scene import SceneTone
 from allinone.infer.tiling import Tile, TileGrid, reflect_indices, round_up
+from allinone.jobs import Cancel, Progress, is_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +38,6 @@ MIN_CORE = 128
 """Out-of-memory retries do not shrink tile cores below this many pixels."""
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class Progress:
-    """How far a job is: `done` of `total` units (tiles, or steps when fine-tuning)."""
-
-    done: int
-    total: int
-    message: str = ""
-    metrics: dict[str, float] | None = None
-
-
-def is_cancelled(cancel) -> bool:
-    """True when `cancel` (a callable, an Event-like object, or None) asks to stop."""
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
 
 
 # --- reading and normalising ----------------------------------------------------------------------
@@ -374,7 +356,7 @@ def run_tiles(
     channels: int,
     scale: int,
     on_rows: Callable[[Rows], None],
-    cancel=None,
+    cancel: Cancel = None,
     message: str = "",
     fallback: Callable[[], torch.device] | None = None,
 ) -> Generator[Progress, None, None]:

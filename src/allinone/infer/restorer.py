@@ -1,14 +1,16 @@
-"""The Restorer: the front door to restoring, analysing and fine-tuning."""
+"""The Restorer: a network on a device, the front door to restoring and analysing images.
+
+Fine-tuning, one layer above, adapts a Restorer's network (`allinone.train.finetune`)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from scipy.special import expit
 
 from allinone.devices import resolve_device, resolve_precision
-from allinone.errors import Cancelled, InputError, ModelFileError
+from allinone.errors import InputError
 from allinone.infer.auto_exposure import (
     choose_normalization,
     is_photo,
@@ -24,42 +26,23 @@ from allinone.infer.auto_exposure import (
     under_exposure,
 )
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.clipping import Clipping, noise_sigma
+from allinone.infer.chain import RestoreChain, scene_judged
+from allinone.infer.clipping import noise_sigma
 from allinone.infer.ensemble import FLIPS, self_ensemble
-from allinone.infer.normalize import (
-    Normalization,
-    check_dtype,
-    check_scaling,
-    fit_normalization,
-)
-from allinone.infer.pipeline import (
-    PlaneSource,
-    Progress,
-    Rows,
-    is_cancelled,
-    restored_rows,
-    run_tiles,
-)
-from allinone.infer.scene import HAZE, SceneTone, has_overview, plane_overview, scene_tone
+from allinone.infer.normalize import Normalization, check_dtype, check_scaling, fit_normalization
+from allinone.infer.options import RestoreOptions, check_tiling
+from allinone.infer.pipeline import PlaneSource, Rows, restored_rows, run_tiles
+from allinone.infer.scene import HAZE, plane_overview
 from allinone.infer.tiling import TileGrid, round_up
-from allinone.infer.tone import (
-    TONE_CHANGING,
-    never_brighter,
-    tile_tone_changing,
-    tone_kept,
-)
-from allinone.models import AllInOneNet, Preset, build_network
-from allinone.models.exposure import ExposureNet, load_estimator
+from allinone.jobs import Cancel, Progress, ProgressCallback, drive
+from allinone.loading import load_estimator, load_network
+from allinone.models import AllInOneNet
+from allinone.models.exposure import ExposureNet
 from allinone.tone_curve import ToneCurve
 from allinone.types import DEGRADATIONS
-from allinone.weights import ModelCard, find_model, load_state, read_card, save_model
+from allinone.weights import ModelCard, save_model
 
-if TYPE_CHECKING:
-    from allinone.train.finetune import FinetuneResult
-
-__all__ = ["Composition", "Progress", "Restorer"]
-
-ProgressCallback = Callable[[int, int], None] | None
+__all__ = ["Composition", "Restorer"]
 
 
 @dataclass
@@ -86,20 +69,6 @@ class Composition:
         return name if self.probabilities[name] >= threshold else None
 
 
-def _drive(steps: Generator, progress: ProgressCallback, cancel) -> object:
-    """Run a job generator to its end, reporting progress; return its result."""
-    while True:
-        try:
-            update = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(update.done, update.total)
-        if is_cancelled(cancel):
-            steps.close()
-            raise Cancelled("cancelled; nothing was written")
-
-
 class Restorer:
     """A restoration network on a device, ready for N-D arrays of any supported dtype."""
 
@@ -117,13 +86,7 @@ class Restorer:
         cls, name_or_path: str | Path = "default", device: str = "auto", precision: str = "auto"
     ) -> Restorer:
         """Load shipped weights (`default`), a user model, a file, or a preset (`tiny`, `paper`)."""
-        path = find_model(name_or_path)
-        if path is None:
-            net, card = _preset_network(str(name_or_path))
-        else:
-            card = read_card(path)
-            net = _network_from_card(card, path)
-            net.load_state_dict(_checked_state(net, path), strict=False)
+        net, card = load_network(name_or_path)
         return cls(net, card, device=device, precision=precision)
 
     def _autocast(self):
@@ -143,11 +106,8 @@ class Restorer:
 
     def _plan(self, shape: tuple[int, ...], axes: str | None, tile: int | None, overlap: int):
         layout = PlaneLayout.of(shape, axes)
-        if overlap < 0:
-            raise InputError(f"overlap must be >= 0, got {overlap}")
+        check_tiling(tile, overlap)
         size = self.auto_tile() if tile is None else int(tile)
-        if size < 0:
-            raise InputError(f"tile must be >= 0 (0 = whole image), got {tile}")
         height, width = layout.plane_shape
         grid = TileGrid.plan(height, width, size, overlap, AllInOneNet.multiple)
         return layout, grid
@@ -182,36 +142,13 @@ class Restorer:
                 **options,
             )
 
-    def _restore_forward(
-        self,
-        x: torch.Tensor,
-        changing: tuple[str, ...] = TONE_CHANGING,
-        clipping: Clipping | None = None,
-    ) -> torch.Tensor:
-        """The network's restoration of a batch of tiles, keeping their input's local mean where
-        it sees none of the `changing` degradations (`allinone.infer.tone`), that mean taken
-        back through the tiles' `clipping`."""
+    def tile_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on a batch of (B, 3, h, w) tiles on the device: (restored, composition
+        logits (B, T)), as the restore chain's steps take them (`allinone.infer.chain`)."""
         with torch.inference_mode():
             with self._autocast():
                 output = self.net(x)
-            return tone_kept(output.restored, output.logits, x, changing, clipping)
-
-    def _forward_for(self, norm: Normalization, ensemble: bool, scene_haze: bool) -> Callable:
-        """The tile function of a restore: one pass or the 8-view ensemble, never brighter than
-        its input when `norm` keeps the exposure; with `scene_haze`, a tile's haze reading does
-        not free its tone. Local means of the input allow for noise clipped at the dtype's ends,
-        its level read once per batch."""
-        bounds, changing = norm.clip_bounds(), tile_tone_changing(scene_haze)
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            clipping = Clipping.read(x, bounds)
-            tile_pass = functools.partial(
-                self._restore_forward, changing=changing, clipping=clipping
-            )
-            restored = self_ensemble(tile_pass, x) if ensemble else tile_pass(x)
-            return never_brighter(restored, x, clipping) if norm.keep_exposure else restored
-
-        return forward
+            return output.restored, output.logits
 
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
         """A (1, 3, h, w) CPU overview on the device, its edges repeated to the net's multiple."""
@@ -220,8 +157,9 @@ class Restorer:
         padded = F.pad(x, (0, round_up(w, m) - w, 0, round_up(h, m) - h), mode="replicate")
         return padded.to(self.device).contiguous(memory_format=torch.channels_last)
 
-    def _scene_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network on one (1, 3, h, w) overview: (restored, logits) on the CPU."""
+    def overview_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on one (1, 3, h, w) CPU overview (`allinone.infer.scene`): (restored,
+        composition logits (1, T)) on the CPU."""
         h, w = x.shape[-2:]
         with torch.inference_mode(), self._autocast():
             output = self.net(self._padded(x))
@@ -255,7 +193,7 @@ class Restorer:
     def _overview_haze(self, source: PlaneSource, encode: Callable) -> tuple[np.ndarray, float]:
         """(the haze logit `encode` gives each plane's overview, shaped like the planes; the
         weight it deserves beside the tiles': 1 - 1 / shrink factor), for planes with an overview
-        (`_scene_judged`)."""
+        (`scene_judged`)."""
         layout = source.layout
         values = np.zeros(layout.lead_shape, dtype=np.float32)
         factor = 1
@@ -266,24 +204,11 @@ class Restorer:
             values[index] = encode(self._padded(view.image)).float().mean(dim=(2, 3))[0, HAZE]
         return values, 1 - 1 / factor
 
-    def _scene_tone(self, source: PlaneSource, index: tuple[int, ...], fill) -> SceneTone | None:
-        """Plane `index`'s scene-scale haze correction (`allinone.infer.scene`)."""
-        chunks = source.input_chunks(index, fill)
-        return scene_tone(self._scene_pass, chunks, source.layout.plane_shape, source.norm)
-
     def _restore_with(
-        self,
-        array,
-        layout: PlaneLayout,
-        grid: TileGrid,
-        norm: Normalization,
-        out,
-        cancel,
-        ensemble: bool = False,
-        scene_haze: bool = True,
+        self, array, grid: TileGrid, chain: RestoreChain, out, cancel: Cancel
     ) -> Generator[Progress, None, np.ndarray]:
+        layout, norm = chain.layout, chain.norm
         height, width = layout.plane_shape
-        scene_haze = scene_haze and _scene_judged(layout)
 
         def on_rows(rows: Rows) -> None:
             if rows.start < height:
@@ -292,8 +217,8 @@ class Restorer:
                 layout.put(out, rows.plane.index, restored, rows=span)
 
         yield from self._run(
-            self._forward_for(norm, ensemble, scene_haze),
-            PlaneSource(layout, array, norm, self._scene_tone if scene_haze else None),
+            chain.tile_steps(self.tile_pass),
+            PlaneSource(layout, array, norm, chain.scene_hook(self.overview_pass)),
             grid,
             channels=3,
             scale=1,
@@ -309,39 +234,37 @@ class Restorer:
         axes: str | None = None,
         tile: int | None = None,
         overlap: int = 32,
-        cancel=None,
+        cancel: Cancel = None,
         out=None,
         scaling: str = "auto",
         ensemble: bool = False,
         scene_haze: bool = True,
+        *,
+        options: RestoreOptions | None = None,
     ) -> Generator[Progress, None, np.ndarray]:
         """Restore `array` (same shape and dtype out), yielding `Progress` after each batch.
 
         `array` may be a NumPy array, a memory map, a zarr or a dask array: it is read a band of
         tiles at a time. Results go into `out` (a preallocated array, memory map or zarr array of
         the same shape and dtype) when given, as they are finished, and `out` is returned.
-        `scaling` maps intensities to the network's range (see `fit_normalization`):
-        ``"percentile"`` keeps the exposure (the result is never brighter than the input,
-        locally), ``"range"`` lets the model correct an under-exposed image (an
-        8-bit colour photo's estimated darkening undone first), ``"auto"`` is
-        ``"percentile"`` after undoing the darkening of an 8-bit colour photo that the exposure
-        estimator reads as under-exposed (with an `AllInOneWarning`;
-        `allinone.infer.auto_exposure`). `ensemble`
-        averages the eight flips and rotations of every tile (`allinone.infer.ensemble`):
-        better, 8x slower.
-        `scene_haze` first removes haze judged on a small overview of each plane
-        (`allinone.infer.scene`), which the tiles alone miss in large images.
+        `options` says how (`RestoreOptions`: intensity scaling, which steps of the restore chain
+        run, tiling); without it, `tile`, `overlap`, `scaling`, `ensemble` and `scene_haze` are
+        those options, the others at their defaults (see `RestoreOptions` for each).
         """
-        check_dtype(array.dtype)
-        check_scaling(scaling)
-        layout, grid = self._plan(array.shape, axes, tile, overlap)
-        out = _output_for(array, out)
-        norm = choose_normalization(array, layout, scaling, self.exposure_curve)
-        return (
-            yield from self._restore_with(
-                array, layout, grid, norm, out, cancel, ensemble, scene_haze
-            )
+        options = RestoreOptions.given(
+            options,
+            tile=tile,
+            overlap=overlap,
+            scaling=scaling,
+            ensemble=ensemble,
+            scene_haze=scene_haze,
         )
+        check_dtype(array.dtype)
+        layout, grid = self._plan(array.shape, axes, options.tile, options.overlap)
+        out = _output_for(array, out)
+        norm = choose_normalization(array, layout, options.scaling, self.exposure_curve)
+        chain = RestoreChain(options, layout, norm)
+        return (yield from self._restore_with(array, grid, chain, out, cancel))
 
     def restore(
         self,
@@ -349,18 +272,20 @@ class Restorer:
         axes: str | None = None,
         tile: int | None = None,
         overlap: int = 32,
-        progress: ProgressCallback = None,
-        cancel=None,
+        progress: ProgressCallback | None = None,
+        cancel: Cancel = None,
         out=None,
         scaling: str = "auto",
         ensemble: bool = False,
         scene_haze: bool = True,
+        *,
+        options: RestoreOptions | None = None,
     ) -> np.ndarray:
         """Restore an N-D array; see `restore_steps`. `tile=None` is automatic, 0 is one pass."""
         steps = self.restore_steps(
-            array, axes, tile, overlap, cancel, out, scaling, ensemble, scene_haze
+            array, axes, tile, overlap, cancel, out, scaling, ensemble, scene_haze, options=options
         )
-        return _drive(steps, progress, cancel)
+        return drive(steps, progress, cancel)
 
     def restore_dask(
         self,
@@ -371,8 +296,11 @@ class Restorer:
         scaling: str = "auto",
         ensemble: bool = False,
         scene_haze: bool = True,
+        *,
+        options: RestoreOptions | None = None,
     ):
-        """A lazy dask array: `array` (a dask array) restored, block by block, when computed.
+        """A lazy dask array: `array` (a dask array) restored, block by block, when computed;
+        the options as `restore_steps` takes them.
 
         Blocks hold whole planes: `array` is rechunked so that Y, X (and colour) are single
         chunks, keeping its chunks along the other axes, so a block is restored exactly as
@@ -386,24 +314,29 @@ class Restorer:
         import dask.array as da
         from dask.base import tokenize
 
+        options = RestoreOptions.given(
+            options,
+            tile=tile,
+            overlap=overlap,
+            scaling=scaling,
+            ensemble=ensemble,
+            scene_haze=scene_haze,
+        )
         array = da.asarray(array)
         check_dtype(array.dtype)
-        check_scaling(scaling)
-        layout, _ = self._plan(array.shape, axes, tile, overlap)
-        norm = choose_normalization(array, layout, scaling, self.exposure_curve)
+        layout, _ = self._plan(array.shape, axes, options.tile, options.overlap)
+        norm = choose_normalization(array, layout, options.scaling, self.exposure_curve)
         planes = array.rechunk({i: -1 for i in range(array.ndim) if i not in layout.lead_axes})
         lock = threading.Lock()
 
         def restore_block(block: np.ndarray) -> np.ndarray:
-            block_layout, grid = self._plan(block.shape, layout.axes, tile, overlap)
+            block_layout, grid = self._plan(block.shape, layout.axes, options.tile, options.overlap)
+            chain = RestoreChain(options, block_layout, norm)
             out = np.empty(block.shape, dtype=block.dtype)
             with lock:
-                steps = self._restore_with(
-                    block, block_layout, grid, norm, out, None, ensemble, scene_haze
-                )
-                return _drive(steps, None, None)
+                return drive(self._restore_with(block, grid, chain, out, None))
 
-        token = tokenize(planes.name, layout.axes, tile, overlap, ensemble, scene_haze, id(self))
+        token = tokenize(planes.name, layout.axes, dataclasses.astuple(options), id(self))
         name = "allinone-restore-" + token
         meta = np.empty((0,) * array.ndim, dtype=array.dtype)
         return planes.map_blocks(restore_block, dtype=array.dtype, meta=meta, name=name)
@@ -413,7 +346,7 @@ class Restorer:
         array,
         axes: str | None = None,
         tile: int | None = None,
-        cancel=None,
+        cancel: Cancel = None,
         scaling: str = "auto",
         flips: bool = True,
     ) -> Generator[Progress, None, Composition]:
@@ -466,7 +399,7 @@ class Restorer:
             cancel=cancel,
             message="analysing",
         )
-        if _scene_judged(layout):
+        if scene_judged(layout):
             overview_logits, weight = self._overview_haze(source, forward)
             logits[HAZE] = (1 - weight) * logits[HAZE] + weight * overview_logits[..., None, None]
         mean_logits = logits.reshape(len(DEGRADATIONS), -1).mean(axis=1)
@@ -486,14 +419,14 @@ class Restorer:
         array,
         axes: str | None = None,
         tile: int | None = None,
-        progress: ProgressCallback = None,
-        cancel=None,
+        progress: ProgressCallback | None = None,
+        cancel: Cancel = None,
         scaling: str = "auto",
         flips: bool = True,
     ) -> Composition:
         """Per-type probabilities for the whole array and per-region maps; see `analyze_steps`."""
         steps = self.analyze_steps(array, axes, tile, cancel, scaling, flips)
-        return _drive(steps, progress, cancel)
+        return drive(steps, progress, cancel)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The network's weights on the CPU."""
@@ -502,66 +435,6 @@ class Restorer:
     def save(self, path: str | Path) -> Path:
         """Write the weights (`.safetensors`) and the JSON card; return the weights path."""
         return save_model(self.state_dict(), self.card, Path(path))
-
-    def finetune_steps(
-        self,
-        pairs,
-        *,
-        axes: str | None = None,
-        rois=None,
-        steps: int | None = None,
-        seconds: float | None = None,
-        val_fraction: float = 0.2,
-        lr: float = 1e-3,
-        adapt: str = "all",
-        patch_size: int = 64,
-        batch_size: int = 8,
-        seed: int = 0,
-        cancel=None,
-        finish=None,
-        scaling: str = "auto",
-    ) -> Generator[Progress, None, FinetuneResult]:
-        """Fine-tune a copy of this model on (degraded, clean) pairs, yielding `Progress`.
-
-        See `allinone.train.finetune.finetune_steps`; this Restorer is left unchanged.
-        """
-        from allinone.train.finetune import finetune_steps
-
-        return (
-            yield from finetune_steps(
-                self,
-                pairs,
-                axes=axes,
-                rois=rois,
-                steps=steps,
-                seconds=seconds,
-                val_fraction=val_fraction,
-                lr=lr,
-                adapt=adapt,
-                patch_size=patch_size,
-                batch_size=batch_size,
-                seed=seed,
-                cancel=cancel,
-                finish=finish,
-                scaling=scaling,
-            )
-        )
-
-    def finetune(
-        self, pairs, *, progress: ProgressCallback = None, cancel=None, **options
-    ) -> FinetuneResult:
-        """Fine-tune a copy of this model and return a `FinetuneResult`.
-
-        `options` are those of `finetune_steps`; `progress(done, total)` follows each step.
-        """
-        job = self.finetune_steps(pairs, cancel=cancel, **options)
-        return _drive(job, progress, cancel)
-
-
-def _scene_judged(layout: PlaneLayout) -> bool:
-    """Whether haze in `layout`'s planes is judged on an overview (`allinone.infer.scene`):
-    colour planes larger than it."""
-    return layout.rgb and has_overview(layout.plane_shape)
 
 
 def _output_for(array, out):
@@ -574,45 +447,3 @@ def _output_for(array, out):
             f"not {tuple(out.shape)} and {out.dtype}"
         )
     return out
-
-
-def _preset_network(name: str) -> tuple[AllInOneNet, ModelCard]:
-    torch.manual_seed(0)
-    net = build_network(name)
-    card = ModelCard(
-        name=name,
-        preset=net.preset.to_dict(),
-        description=f"preset {name}, untrained (random weights, seed 0)",
-        training={"steps": 0},
-    )
-    return net, card
-
-
-def _network_from_card(card: ModelCard, path: Path) -> AllInOneNet:
-    try:
-        preset = Preset.from_dict(card.preset)
-        return build_network(preset)
-    except (TypeError, ValueError) as error:
-        raise ModelFileError(f"{path}: the card's preset is invalid ({error})") from error
-
-
-def _checked_state(net: AllInOneNet, path: Path) -> dict[str, torch.Tensor]:
-    """The file's tensors, checked to match the network exactly (the degradation net optional)."""
-    state = load_state(path)
-    expected = net.state_dict()
-    unexpected = sorted(set(state) - set(expected))
-    missing = sorted(k for k in set(expected) - set(state) if not k.startswith("degradation_net"))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-    if wrong:
-        problems.append(f"{len(wrong)} tensors of the wrong shape (e.g. {wrong[0]})")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        problems.append(f"non-finite values in {bad[0]}")
-    if problems:
-        raise ModelFileError(f"{path}: weights do not match the card: " + "; ".join(problems))
-    return state

@@ -173,7 +173,8 @@ def haze_weight(logit: torch.Tensor) -> torch.Tensor:
 
 
 NetworkPass = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""(1, 3, h, w) input → (restored, composition logits (1, T))."""
+"""(B, 3, h, w) input → (restored, tile-level composition logits (B, T)): the network run once,
+on tiles or on an overview."""
 
 
 def scene_tone(
@@ -182,8 +183,11 @@ def scene_tone(
     """The haze correction of one plane (see `plane_overview` for the arguments); None where the
     plane has no overview."""
     view = plane_overview(chunks, shape, norm)
-    if view is None:
-        return None
+    return None if view is None else overview_tone(network, view)
+
+
+def overview_tone(network: NetworkPass, view: Overview) -> SceneTone:
+    """The haze correction that `network`'s restoration of a plane's overview `view` gives."""
     restored, logits = network(view.image)
     weight = haze_weight(logits[0, HAZE].double())
     gain, offset = fit_tone(view.image.double(), restored.double())

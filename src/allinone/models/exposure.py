@@ -8,13 +8,13 @@ plane (block means, long side at most `OVERVIEW` pixels) together with the quant
 channels, and gives the darkening it sees as the curve ``y = scale * x ** gamma`` of the training
 sampler's low light (`allinone.degradations.low_light`); `ToneCurve.undo` inverts it. Like
 Zero-DCE's curve estimation, it is trained without the restoration network
-(`allinone.train.exposure`) and works with any restoration weights.
+(`allinone.train.exposure`) and works with any restoration weights. `save_estimator` writes it;
+`allinone.loading.load_estimator` reads it back.
 """
 
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from allinone.tone_curve import ToneCurve
-from allinone.weights import load_state
 
 OVERVIEW = 64
 """Long side in pixels of the overview the estimator reads."""
@@ -92,18 +91,6 @@ class ExposureNet(nn.Module):
         with torch.inference_mode():
             scale, gamma = curve_parameters(self(overview.float()))
         return ToneCurve(float(scale[0]), float(gamma[0]))
-
-
-def estimator_path() -> Path:
-    """The shipped estimator's weights."""
-    return Path(str(resources.files("allinone.resources"))) / "exposure" / "estimator.safetensors"
-
-
-def load_estimator(path: Path | None = None) -> ExposureNet:
-    """The estimator stored at `path` (default: the shipped one), on the CPU, in eval mode."""
-    net = ExposureNet()
-    net.load_state_dict(load_state(path or estimator_path()))
-    return net.eval()
 
 
 def save_estimator(net: ExposureNet, path: Path, training: dict) -> Path:

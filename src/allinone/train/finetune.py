@@ -16,13 +16,16 @@ its prior already fits the image.
 
 Each pair is split into 2-D planes (or RGB triplets) as `Restorer.restore` does, and both images
 are normalised with the normalisation fitted on the degraded one, so the network learns in the
-units it restores in. Each region (a rectangle of `rois`, or the whole plane) is cut in two
+units it restores in. Validation restores through the restore chain that `options` (a
+`RestoreOptions`) builds (`allinone.infer.chain`), so it scores what `restore` with those options
+would output. Each region (a rectangle of `rois`, or the whole plane) is cut in two
 across its longer side: the last `val_fraction` of it (at least `MIN_VAL` pixels) validates and
 the rest trains, so no validation pixel is ever trained on.
 
 Patches are square, `patch_size` rounded down to a multiple of 8 and shrunk to fit the smallest
 training part; a training part under `MIN_PATCH` pixels on a side is refused (`InputError`).
-The network trained is a deep copy: the Restorer passed in is never modified.
+The network trained is a deep copy: the Restorer passed in is never modified. Fine-tuning sits
+one layer above inference: it takes a Restorer, which knows nothing of it.
 """
 
 from __future__ import annotations
@@ -46,21 +49,18 @@ from torch.nn import functional as F
 from allinone.errors import AllInOneWarning, Cancelled, InputError
 from allinone.infer.auto_exposure import choose_normalization
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.clipping import Bounds, Clipping
-from allinone.infer.normalize import (
-    Normalization,
-    check_dtype,
-    check_scaling,
-    fit_normalization,
-)
-from allinone.infer.pipeline import Progress, is_cancelled
+from allinone.infer.chain import RestoreChain
+from allinone.infer.normalize import Normalization, check_dtype, fit_normalization
+from allinone.infer.options import RestoreOptions
+from allinone.infer.pipeline import PlaneSource
 from allinone.infer.restorer import Restorer
-from allinone.infer.tone import never_brighter, tone_kept
+from allinone.infer.scene import Overview, SceneTone, overview_tone
+from allinone.jobs import Cancel, Progress, ProgressCallback, drive, is_cancelled
 from allinone.models import AllInOneNet
 from allinone.tone_curve import ToneCurve
 from allinone.train.neighbours import blind_spots, neighbour_loss
 
-__all__ = ["ADAPT_PREFIXES", "FinetuneResult", "finetune_steps"]
+__all__ = ["ADAPT_PREFIXES", "FinetuneResult", "finetune", "finetune_steps"]
 
 ADAPT_PREFIXES = (
     "dictionary",
@@ -134,12 +134,15 @@ class _Sample:
     val: tuple[np.ndarray, np.ndarray] | None
     """(degraded, clean) of the validation part, or None without validation. In self-supervised
     runs, (the degraded part with blind spots, the degraded part)."""
+    chain: RestoreChain
+    """The restore chain of the pair (its layout, normalisation and the run's options)."""
     val_mask: np.ndarray | None = None
     """(h, w) bool: the pixels validation scores (the blind spots); None for all."""
-    keep_exposure: bool = False
-    """Whether `restore` would keep this plane's exposure (its scaling is percentile)."""
-    bounds: Bounds | None = None
-    """Where the plane's dtype clipped it, in network units (`Normalization.clip_bounds`)."""
+    val_rect: Rect | None = None
+    """Where the validation part lies in its plane."""
+    overview: Overview | None = None
+    """The plane's overview, where the chain judges haze at scene scale (`RestoreChain.scene`)
+    and the sample validates: each evaluation reads the plane's haze correction from it."""
 
 
 @dataclass
@@ -220,19 +223,18 @@ class _Best:
         """The weights to keep: the best ones when they improved, else the starting ones."""
         return self.state if self.improved else self.initial
 
-    def evaluate(
-        self, net: AllInOneNet, samples: list[_Sample], device: torch.device, autocast: Callable
-    ) -> float:
-        """Validate `net`, keeping its weights when they beat the best so far; return the PSNR."""
+    def evaluate(self, scorer: Restorer, samples: list[_Sample]) -> float:
+        """Validate `scorer`'s network, keeping its weights when they beat the best so far;
+        return the PSNR."""
         started = time.perf_counter()
-        errors = _val_errors(net, samples, device, autocast)
+        errors = _val_errors(scorer, samples)
         psnr = 10 * math.log10(1 / max(float(errors.mean()), 1e-10))
         self.cost = time.perf_counter() - started
         if self.before is None:
             self.before = self.psnr = psnr
             self._errors_before = self._errors_best = errors
         elif psnr > self.psnr:
-            self.psnr, self.state, self.stale = psnr, _clone_state(net), 0
+            self.psnr, self.state, self.stale = psnr, _clone_state(scorer.net), 0
             self._errors_best = errors
         else:
             self.stale += 1
@@ -253,9 +255,9 @@ def finetune_steps(
     patch_size: int = 64,
     batch_size: int = 8,
     seed: int = 0,
-    cancel=None,
-    finish=None,
-    scaling: str = "auto",
+    cancel: Cancel = None,
+    finish: Cancel = None,
+    options: RestoreOptions | None = None,
 ) -> Generator[Progress, None, FinetuneResult]:
     """Fine-tune a copy of `restorer`'s network on (degraded, clean) pairs, or self-supervised on
     noisy images given as (noisy, None) pairs (see the module docstring).
@@ -265,18 +267,23 @@ def finetune_steps(
     the best validation PSNR are returned. Yields `Progress` after every step, with `metrics`
     (`step`, `loss`, `lr`, and `val_psnr` on evaluation steps); `cancel` is checked before every
     step and raises `Cancelled`; `finish` (a callable or Event-like, like `cancel`) ends the run
-    early after the current step and still returns the best weights so far. Each pair is scaled
-    by its degraded image's `scaling` (see `fit_normalization`), as `Restorer.restore` scales it.
+    early after the current step and still returns the best weights so far.
+
+    `options` (`RestoreOptions`, None for the defaults) are those of the restore the weights are
+    for: each pair is scaled by its degraded image's `options.scaling` (see `fit_normalization`),
+    and validation restores through the chain they build, as `Restorer.restore(...,
+    options=options)` would (tiling aside: each validation part is restored in one pass).
     """
     budget = _Budget(*_check_budget(steps, seconds))
     _check_options(val_fraction, lr, adapt, patch_size, batch_size)
-    check_scaling(scaling)
     checked = _check_pairs(pairs)
     self_supervised = checked[0][1] is None
     rng = np.random.default_rng(seed)
-    samples = _samples(checked, axes, rois, val_fraction, scaling, restorer.exposure_curve, rng)
+    options = options or RestoreOptions()
+    samples = _samples(checked, axes, rois, val_fraction, options, restorer.exposure_curve, rng)
     patch = _patch_size(samples, patch_size, AllInOneNet.multiple * (2 if self_supervised else 1))
     net = copy.deepcopy(restorer.net)
+    scorer = Restorer(net, restorer.card, device=str(restorer.device), precision=restorer.precision)
     params = _select(net, adapt)
     optimizer = torch.optim.AdamW(params, lr=lr)
     autocast, scaler = _mixed_precision(restorer)
@@ -284,7 +291,7 @@ def finetune_steps(
     best = _Best(net, SIGNIFICANCE if self_supervised else None) if val_fraction > 0 else None
     history: list[dict[str, float]] = []
     if best is not None:
-        best.evaluate(net, samples, restorer.device, autocast)
+        best.evaluate(scorer, samples)
         history.append({"step": 0, "val_psnr": best.before})
         yield Progress(0, budget.total(0), MESSAGE, dict(history[-1]))
     net.train()
@@ -309,7 +316,7 @@ def finetune_steps(
         stop = budget.spent(step, step_cost + (best.cost if best else 0.0))
         stop = stop or is_cancelled(finish)
         if best is not None and (stop or budget.eval_due(step)):
-            entry["val_psnr"] = best.evaluate(net, samples, restorer.device, autocast)
+            entry["val_psnr"] = best.evaluate(scorer, samples)
             stop = stop or best.stale >= PATIENCE
         history.append(entry)
         yield Progress(step, step if stop else budget.total(step), MESSAGE, dict(entry))
@@ -338,6 +345,19 @@ def finetune_steps(
         improved=best is None or best.improved,
         self_supervised=self_supervised,
     )
+
+
+def finetune(
+    restorer: Restorer,
+    pairs: Sequence[tuple[np.ndarray, np.ndarray | None]],
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: Cancel = None,
+    **settings: Any,
+) -> FinetuneResult:
+    """Fine-tune a copy of `restorer`'s network and return a `FinetuneResult`; `settings` are
+    the keywords of `finetune_steps`, `progress(done, total)` follows each step."""
+    return drive(finetune_steps(restorer, pairs, cancel=cancel, **settings), progress, cancel)
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -426,27 +446,30 @@ def _samples(
     axes: str | None,
     rois: Sequence[Rect] | None,
     val_fraction: float,
-    scaling: str,
+    options: RestoreOptions,
     estimate: Callable[[np.ndarray], ToneCurve],
     rng: np.random.Generator,
 ) -> list[_Sample]:
-    """Every region of every plane of every pair, split into training and validation parts;
-    ``"auto"`` scaling resolved as `restore` resolves it (`choose_normalization`, with the
-    exposure estimator `estimate`). Pairs without a clean image validate on blind spots of their
-    validation part, placed with `rng`."""
+    """Every region of every plane of every pair, split into training and validation parts, with
+    the pair's restore chain under `options`; ``"auto"`` scaling resolved as `restore` resolves it
+    (`choose_normalization`, with the exposure estimator `estimate`). Pairs without a clean image
+    validate on blind spots of their validation part, placed with `rng`."""
     if rois is not None and len(rois) == 0:
         raise InputError("rois is empty: give at least one rectangle, or None for whole images")
     samples = []
     for degraded, clean in pairs:
         layout = PlaneLayout.of(degraded.shape, axes)
-        norm = choose_normalization(degraded, layout, scaling, estimate)
+        norm = choose_normalization(degraded, layout, options.scaling, estimate)
         norms = norm, dataclasses.replace(norm, curve=None)  # the target is not under-exposed
+        chain = RestoreChain(options, layout, norm)
+        planes = PlaneSource(layout, degraded, norm)
         regions = _regions(layout.plane_shape, rois)
         splits = [_split(region, val_fraction) for region in regions]
         values = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in regions) * (3 if layout.rgb else 1)
         for index in _planes(layout, values * (1 if clean is None else 2), len(pairs)):
             source = layout.get(degraded, index)
             target = None if clean is None else layout.get(clean, index)
+            view = _overview(chain, planes, index, val_fraction)
             for train, val in splits:
                 val_part, mask = (
                     (None, None) if val is None else _val_part(source, target, val, norms, rng)
@@ -455,12 +478,22 @@ def _samples(
                     _Sample(
                         train=_part(source, target, train, norms),
                         val=val_part,
+                        chain=chain,
                         val_mask=mask,
-                        keep_exposure=norm.keep_exposure,
-                        bounds=norm.clip_bounds(),
+                        val_rect=val,
+                        overview=view,
                     )
                 )
     return samples
+
+
+def _overview(
+    chain: RestoreChain, planes: PlaneSource, index: tuple[int, ...], val_fraction: float
+) -> Overview | None:
+    """The overview of plane `index` that validation reads its haze from, where it needs one."""
+    if val_fraction == 0 or not chain.scene:
+        return None
+    return chain.overview(planes, index, planes.fill_value(index))
 
 
 def _part(
@@ -656,35 +689,40 @@ def _paired_loss(net: AllInOneNet, degraded: torch.Tensor, clean: torch.Tensor) 
 
 
 @_out_of_memory_is_an_input_error
-def _val_errors(
-    net: AllInOneNet, samples: list[_Sample], device: torch.device, autocast: Callable
-) -> np.ndarray:
+def _val_errors(scorer: Restorer, samples: list[_Sample]) -> np.ndarray:
     """Squared errors (data range 1) of every scored value of every validation part, each part
-    restored in one pass.
+    restored in one pass by `scorer`'s network through its sample's restore chain, as `restore`
+    restores a tile: its plane's scene-scale haze correction read afresh from the plane's
+    overview, then the network (or the 8-view ensemble), tone keeping, the clipping correction
+    and the never-brighter guard, each where the chain runs it.
 
-    Parts are padded by reflection to a multiple of 8 and cropped back; each pass keeps the tone
-    (allowing for noise clipped at the dtype's ends) and, with percentile scaling, the exposure;
-    outputs and targets are clipped to [0, 1]; grey outputs are the mean of the three channels:
-    all as in `restore`. Only the pixels of a part's `val_mask` count, where it has one.
+    Parts are padded by reflection to a multiple of 8 and cropped back; grey outputs are the mean
+    of the three channels, as in `restore`; outputs and targets are then clipped to [0, 1]. Only
+    the pixels of a part's `val_mask` count, where it has one.
     """
+    net, device = scorer.net, scorer.device
     was_training = net.training
     net.eval()
+    tones: dict[int, SceneTone] = {}
     errors = []
-    with torch.inference_mode(), autocast():
+    with torch.inference_mode():
         for sample in samples:
             source, target = sample.val
+            if sample.overview is not None:
+                key = id(sample.overview)
+                if key not in tones:
+                    tones[key] = overview_tone(scorer.overview_pass, sample.overview)
+                y0, y1, x0, x1 = sample.val_rect
+                source = tones[key].apply(source, np.arange(y0, y1), np.arange(x0, x1))
             x = _to_tensor([source], device)
             height, width = x.shape[-2:]
             pad = (0, -width % net.multiple, 0, -height % net.multiple)
-            padded = F.pad(x, pad, mode="reflect")
-            output = net(padded)
-            clipping = Clipping.read(padded, sample.bounds)
-            restored = tone_kept(output.restored, output.logits, padded, clipping=clipping)
-            if sample.keep_exposure:
-                restored = never_brighter(restored, padded, clipping)
-            restored = restored[..., :height, :width].clamp(0, 1)
+            padded = F.pad(x, pad, mode="reflect").contiguous(memory_format=torch.channels_last)
+            restored = sample.chain.tile_steps(scorer.tile_pass)(padded)
+            restored = restored[..., :height, :width]
             if target.shape[2] == 1:
                 restored = restored.mean(dim=1, keepdim=True)
+            restored = restored.clamp(0, 1)
             expected = torch.from_numpy(target).permute(2, 0, 1)[None].to(device).clamp(0, 1)
             squared = (restored - expected) ** 2
             if sample.val_mask is not None:

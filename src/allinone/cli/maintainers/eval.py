@@ -45,9 +45,7 @@ def register(commands: common.Commands) -> None:
         "--output", default="benchmarks/RESULTS.md", metavar="MD", help="the Markdown report"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
-    parser.add_argument(
-        "--ensemble", action="store_true", help="restore with the 8-view self-ensemble"
-    )
+    common.add_chain_switches(parser)
     parser.add_argument(
         "--adapt-seconds",
         type=float,
@@ -74,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         args.limit,
         args.baselines,
         common.print_line,
-        args.ensemble,
+        common.restore_options(args),
         args.adapt_seconds,
     )
     command = _command_line(args, tasks)
@@ -96,5 +94,10 @@ def _command_line(args: argparse.Namespace, tasks: list[str]) -> str:
         + ([f"--limit {args.limit}"] if args.limit else [])
         + ([] if args.baselines else ["--no-baselines"])
         + (["--ensemble"] if args.ensemble else [])
+        + [
+            f"--no-{name.replace('_', '-')}"
+            for name in ("scene_haze", "tone", "clipping")
+            if not getattr(args, name)
+        ]
         + [f"--adapt-seconds {args.adapt_seconds:g}"]
     )
