@@ -135,6 +135,11 @@ class Restorer:
         """A tile size that keeps memory modest on this device."""
         return 1024 if self.device.type == "cuda" else 512
 
+    @functools.cached_property
+    def reach(self) -> int:
+        """The least context of a tile, in pixels: the network's reach (`AllInOneNet.reach`)."""
+        return self.net.reach()
+
     def auto_batch(self, grid: TileGrid) -> int:
         """Tiles per batch: enough to fill a GPU, one or two on a CPU."""
         pixels = grid.input_shape[0] * grid.input_shape[1]
@@ -149,7 +154,7 @@ class Restorer:
         if size < 0:
             raise InputError(f"tile must be >= 0 (0 = whole image), got {tile}")
         height, width = layout.plane_shape
-        grid = TileGrid.plan(height, width, size, overlap, AllInOneNet.multiple)
+        grid = TileGrid.plan(height, width, size, overlap, AllInOneNet.multiple, self.reach)
         return layout, grid
 
     @contextlib.contextmanager
