@@ -132,7 +132,7 @@ def blend(
 
     source = PlaneSource(layout, plane, Normalization(0.0, 1.0, np.dtype(np.float32)))
     job = run_tiles(
-        forward,
+        lambda x, noise: forward(x),
         source,
         grid,
         batch_size=3,

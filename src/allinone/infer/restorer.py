@@ -205,11 +205,11 @@ class Restorer:
         """The tile function of a restore: one pass or the 8-view ensemble, never brighter than
         its input when `norm` keeps the exposure; with `scene_haze`, a tile's haze reading does
         not free its tone. Local means of the input allow for noise clipped at the dtype's ends,
-        its level read once per batch."""
+        at the level read in each tile's plane."""
         bounds, changing = norm.clip_bounds(), tile_tone_changing(scene_haze)
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            clipping = Clipping.read(x, bounds)
+        def forward(x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+            clipping = None if noise is None else Clipping(bounds, noise)
             tile_pass = functools.partial(
                 self._restore_forward, changing=changing, clipping=clipping
             )
@@ -298,7 +298,7 @@ class Restorer:
 
         yield from self._run(
             self._forward_for(norm, ensemble, scene_haze),
-            PlaneSource(layout, array, norm, self._scene_tone if scene_haze else None),
+            PlaneSource(layout, array, norm, self._scene_tone if scene_haze else None, noise=True),
             grid,
             channels=3,
             scale=1,
@@ -450,7 +450,7 @@ class Restorer:
             with torch.inference_mode(), self._autocast():
                 return self.net.analyze(x)
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
+        def forward(x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
             return self_ensemble(encode, x, FLIPS) if flips else encode(x)
 
         def on_rows(rows: Rows) -> None:
