@@ -112,6 +112,8 @@ def test_core_of_crops_the_context() -> None:
     output = np.arange(3 * 64 * 64).reshape(3, 64, 64)
     np.testing.assert_array_equal(grid.core_of(output), output[:, 16:48, 16:48])
     np.testing.assert_array_equal(grid.core_of(output[:, ::8, ::8], 8), output[:, 16:48:8, 16:48:8])
+    trimmed = output[:, 10:-10, 10:-10]  # an output without some of the context
+    np.testing.assert_array_equal(grid.core_of(trimmed), output[:, 16:48, 16:48])
 
 
 def blend(

@@ -43,6 +43,7 @@ from allinone.infer.pipeline import (
 from allinone.infer.scene import HAZE, SceneTone, has_overview, plane_overview, scene_tone
 from allinone.infer.tiling import TileGrid, round_up
 from allinone.infer.tone import (
+    GUARD_REACH,
     TONE_CHANGING,
     never_brighter,
     tile_tone_changing,
@@ -192,29 +193,37 @@ class Restorer:
         x: torch.Tensor,
         changing: tuple[str, ...] = TONE_CHANGING,
         clipping: Clipping | None = None,
+        trim: int = 0,
     ) -> torch.Tensor:
-        """The network's restoration of a batch of tiles, keeping their input's local mean where
-        it sees none of the `changing` degradations (`allinone.infer.tone`), that mean taken
-        back through the tiles' `clipping`."""
+        """The network's restoration of a batch of tiles, less `trim` pixels on every side,
+        keeping their input's local mean where it sees none of the `changing` degradations
+        (`allinone.infer.tone`), that mean taken back through the tiles' `clipping`."""
         with torch.inference_mode():
             with self._autocast():
                 output = self.net(x)
-            return tone_kept(output.restored, output.logits, x, changing, clipping)
+            size = (x.shape[-2] - 2 * trim, x.shape[-1] - 2 * trim)
+            restored, x = _centre(output.restored, size), _centre(x, size)
+            return tone_kept(restored, output.logits, x, changing, clipping)
 
-    def _forward_for(self, norm: Normalization, ensemble: bool, scene_haze: bool) -> Callable:
+    def _forward_for(
+        self, norm: Normalization, ensemble: bool, scene_haze: bool, trim: int = 0
+    ) -> Callable:
         """The tile function of a restore: one pass or the 8-view ensemble, never brighter than
         its input when `norm` keeps the exposure; with `scene_haze`, a tile's haze reading does
         not free its tone. Local means of the input allow for noise clipped at the dtype's ends,
-        at the level read in each tile's plane."""
+        at the level read in each tile's plane. The outputs lack `trim` pixels on every side
+        (context that the tone guards need not see)."""
         bounds, changing = norm.clip_bounds(), tile_tone_changing(scene_haze)
 
         def forward(x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
             clipping = None if noise is None else Clipping(bounds, noise)
             tile_pass = functools.partial(
-                self._restore_forward, changing=changing, clipping=clipping
+                self._restore_forward, changing=changing, clipping=clipping, trim=trim
             )
             restored = self_ensemble(tile_pass, x) if ensemble else tile_pass(x)
-            return never_brighter(restored, x, clipping) if norm.keep_exposure else restored
+            if not norm.keep_exposure:
+                return restored
+            return never_brighter(restored, _centre(x, restored.shape[-2:]), clipping)
 
         return forward
 
@@ -296,8 +305,9 @@ class Restorer:
                 span = slice(rows.start, rows.start + len(restored))
                 layout.put(out, rows.plane.index, restored, rows=span)
 
+        trim = max(grid.context - GUARD_REACH, 0)
         yield from self._run(
-            self._forward_for(norm, ensemble, scene_haze),
+            self._forward_for(norm, ensemble, scene_haze, trim),
             PlaneSource(layout, array, norm, self._scene_tone if scene_haze else None, noise=True),
             grid,
             channels=3,
@@ -561,6 +571,12 @@ class Restorer:
         """
         job = self.finetune_steps(pairs, cancel=cancel, **options)
         return _drive(job, progress, cancel)
+
+
+def _centre(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central `size` (height, width) of (..., H, W) `x`."""
+    top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
+    return x[..., top : top + size[0], left : left + size[1]]
 
 
 def _scene_judged(layout: PlaneLayout) -> bool:

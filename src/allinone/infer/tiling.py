@@ -145,6 +145,8 @@ class TileGrid:
         return wy[:, None] * wx[None, :]
 
     def core_of(self, output: np.ndarray, scale: int = 1) -> np.ndarray:
-        """Crop a tile's output (..., H_in/scale, W_in/scale) to its core."""
-        c = self.context // scale
-        return output[..., c : c + self.core_h // scale, c : c + self.core_w // scale]
+        """Crop a tile's output at 1/`scale` of its resolution, (..., h, w) centred on the core
+        (the tile's whole input, or less of its context), to the core."""
+        h, w = self.core_h // scale, self.core_w // scale
+        top, left = (output.shape[-2] - h) // 2, (output.shape[-1] - w) // 2
+        return output[..., top : top + h, left : left + w]
