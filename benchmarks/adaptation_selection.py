@@ -3,9 +3,10 @@
 For each microscopy image (FMD fields 2-6, and the held-out procedural planes of `allinone eval
 --tasks fluorescence`), adapt the model self-supervised for SECONDS to the image's first 80 % of
 columns (no selection: the last weights), then score the default and the adapted model on the
-last 20 %, which adaptation never saw: against the truth, and by the blind-spot score fine-tuning
-validates with. Prints one line per image and how often the score ranks the two models as the
-truth does. Usage:
+last 20 %, which adaptation never saw: against the truth, by the blind-spot score fine-tuning
+validates with, and by a neighbour-pair score (the first half-size image of
+`neighbours.neighbour_pair` restored whole, against the second). Prints one line per image and
+how often each score ranks the two models as the truth does. Usage:
 
     python benchmarks/adaptation_selection.py [--model NAME|PATH] [--seconds 60] [--data DIR]
 """
@@ -22,7 +23,7 @@ from allinone.evaluate import FLUORESCENCE_SIZE, Sample, fluorescence_samples, r
 from allinone.infer.options import RestoreOptions
 from allinone.infer.restorer import Restorer
 from allinone.train.finetune import finetune
-from allinone.train.neighbours import blind_spots
+from allinone.train.neighbours import blind_spots, neighbour_pair
 
 
 def _samples(root: Path) -> list[Sample]:
@@ -54,9 +55,12 @@ def _scores(restorer: Restorer, sample: Sample, rng_seed: int) -> dict[str, floa
 
     masked, mask = blind_spots(noisy[..., None], np.random.default_rng(rng_seed))
     blind = restore(masked[..., 0])
+    even = noisy[: noisy.shape[0] // 2 * 2, : noisy.shape[1] // 2 * 2, None]
+    first, second = neighbour_pair(even, np.random.default_rng(rng_seed))
     return {
         "true": float(np.mean((restore(noisy) - clean) ** 2)),
         "blind_spot": float(np.mean((blind[mask] - noisy[mask]) ** 2)),
+        "pair": float(np.mean((restore(first[..., 0]) - second[..., 0]) ** 2)),
     }
 
 
@@ -67,7 +71,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data")
     args = parser.parse_args()
     default = Restorer.from_pretrained(args.model, device="cpu")
-    agree = 0
+    agree = {"blind_spot": 0, "pair": 0}
     samples = _samples(Path(args.data))
     for index, sample in enumerate(samples):
         height, width = sample.degraded.shape
@@ -83,15 +87,18 @@ def main() -> None:
         before = _scores(default, sample, index)
         after = _scores(adapted.restorer, sample, index)
         gains = {key: 10 * math.log10(before[key] / after[key]) for key in before}
-        agree += (gains["blind_spot"] > 0) == (gains["true"] > 0)
+        for score in agree:
+            agree[score] += (gains[score] > 0) == (gains["true"] > 0)
         print(
             f"{sample.name:28s} default {_db(before['true'], sample):6.2f} dB, adapted "
             f"{_db(after['true'], sample):6.2f} dB; gain by the "
-            f"truth {gains['true']:+.3f}, by blind spots {gains['blind_spot']:+.3f} dB",
+            f"truth {gains['true']:+.3f}, by blind spots {gains['blind_spot']:+.3f}, by "
+            f"neighbour pairs {gains['pair']:+.3f} dB",
             flush=True,
         )
     count = len(samples)
-    print(f"the blind-spot gain has the truth's sign on {agree}/{count} images")
+    for score, hits in agree.items():
+        print(f"the {score} gain has the truth's sign on {hits}/{count} images")
 
 
 if __name__ == "__main__":

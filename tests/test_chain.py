@@ -16,6 +16,7 @@ from allinone.infer.chain import RestoreChain
 from allinone.infer.clipping import Clipping
 from allinone.infer.normalize import fit_normalization
 from allinone.infer.options import RestoreOptions
+from allinone.infer.pipeline import PlaneSource
 from allinone.infer.tone import TONE_CHANGING, never_brighter, tone_kept
 
 
@@ -25,12 +26,15 @@ def _noisy(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 
 def _by_hand(restorer, image: np.ndarray, tone: bool, clipping: bool) -> np.ndarray:
-    """One pass over a whole grey plane with percentile scaling, each step spelled out."""
+    """One pass over a whole grey plane with percentile scaling, each step spelled out (the
+    clipping correction at the noise level read over the plane)."""
     norm = fit_normalization(image, "percentile")
     height, width = image.shape
     x = torch.from_numpy(norm.forward(image))[None, None].expand(1, 3, -1, -1)
     x = F.pad(x, (0, -width % 8, 0, -height % 8), mode="reflect")
-    reading = Clipping.read(x, norm.clip_bounds()) if clipping else None
+    plane = PlaneSource(PlaneLayout.of(image.shape), image, norm, noise=True)
+    sigma = torch.tensor(plane.noise_level((), None)).view(1, 1, 1, 1)
+    reading = Clipping(norm.clip_bounds(), sigma) if clipping else None
     restored, logits = restorer.tile_pass(x)
     if tone:
         restored = tone_kept(restored, logits, x, TONE_CHANGING, reading)
@@ -40,7 +44,10 @@ def _by_hand(restorer, image: np.ndarray, tone: bool, clipping: bool) -> np.ndar
 
 @pytest.mark.parametrize("tone", [True, False])
 @pytest.mark.parametrize("clipping", [True, False])
-def test_each_switch_removes_its_step(random_restorer, tone: bool, clipping: bool) -> None:
+def test_each_switch_removes_its_step(
+    random_restorer, monkeypatch, tone: bool, clipping: bool
+) -> None:
+    monkeypatch.setitem(random_restorer.__dict__, "reach", 0)  # no context, as by hand
     image = _noisy((36, 44))
     options = RestoreOptions(scaling="percentile", tone=tone, clipping=clipping, tile=0, overlap=0)
     restored = random_restorer.restore(image, options=options)

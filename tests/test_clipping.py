@@ -1,4 +1,5 @@
-"""Clipped noise: its bias on local means, undone given the noise level read from the tile."""
+"""Clipped noise: its bias on local means, undone given the noise level read from the tile or
+its plane."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import pytest
 import torch
 from conftest import smoothing_forward
 
+from allinone.infer import pipeline
+from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import (
     Clipping,
     _median_of_kept,
+    block_details,
     clipped_mean,
     noise_sigma,
     unclipped_mean,
 )
 from allinone.infer.ensemble import VIEWS
 from allinone.infer.normalize import Normalization, fit_normalization
+from allinone.infer.pipeline import PlaneSource
 from allinone.infer.restorer import Restorer
 from allinone.infer.tone import follow_local_mean, never_brighter
 
@@ -133,3 +138,40 @@ def test_the_restorer_takes_a_noisy_bright_photo_back_to_its_clean_level(monkeyp
     monkeypatch.setattr(Normalization, "clip_bounds", lambda self: None)
     unaware = restorer.restore(noisy).astype(float)
     assert unaware[sky].mean() < 244
+
+
+def test_block_details_are_those_noise_sigma_takes_the_median_of() -> None:
+    x = _noisy(torch.full((1, 3, 31, 40), 0.9), 0.1)
+    x[0, 1, 4, 7] = torch.nan
+    details = block_details(x[0].permute(1, 2, 0).numpy(), UNIT)
+    assert details.shape == (15, 20, 3)
+    kept = details[np.isfinite(details)]
+    assert 0 < kept.size < details.size  # blocks at the bound and the NaN's are left out
+    lower_median = np.sort(kept)[(kept.size - 1) // 2]
+    assert lower_median / 0.6745 == pytest.approx(noise_sigma(x, UNIT).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_a_planes_noise_level_is_read_over_all_its_rows(monkeypatch, rgb: bool) -> None:
+    monkeypatch.setattr(pipeline, "CHUNK_VALUES", 999)  # chunks of a few rows, an even number
+    shape = (37, 50, 3) if rgb else (37, 50)
+    rng = np.random.default_rng(0)
+    image = np.clip(np.rint(200 + rng.normal(0, 20, shape)), 0, 255).astype(np.uint8)
+    layout, norm = PlaneLayout.of(image.shape), fit_normalization(image)
+    reading = PlaneSource(layout, image, norm, noise=True).noise_level((), None)
+    values = torch.from_numpy(norm.forward(image)).reshape(1, 37, 50, -1).permute(0, 3, 1, 2)
+    assert reading == pytest.approx(noise_sigma(values, norm.clip_bounds()).item(), rel=0.02)
+    assert PlaneSource(layout, image, norm).noise_level((), None) is None
+
+
+def test_tiles_allow_for_clipped_noise_at_their_planes_level(monkeypatch) -> None:
+    """Tiles of a bright photo whose left half is noisier than its right restore as one pass
+    does: each takes its local means back through the clipping at the plane's noise level."""
+    restorer = Restorer.from_pretrained("tiny", device="cpu")
+    monkeypatch.setattr(restorer.net, "forward", smoothing_forward)
+    sigma = np.where(np.arange(512) < 256, 30.0, 5.0)
+    noise = np.random.default_rng(0).normal(0, 1, (256, 512)) * sigma
+    noisy = np.clip(np.rint(240 + noise), 0, 255).astype(np.uint8)
+    whole = restorer.restore(noisy, tile=0).astype(int)
+    tiled = restorer.restore(noisy, tile=128).astype(int)
+    assert np.abs(tiled - whole).max() <= 1

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import randomize_zero_init
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -14,6 +15,7 @@ from allinone.models import PRESETS, AllInOneNet, build_network
 from allinone.models.dfpir import PerturbationBlock, top_fraction_mask
 from allinone.models.heads import route_from_logits
 from allinone.models.ndr import DegradationDictionary, DegradationInjection
+from allinone.models.network import NetOutput
 from allinone.types import DEGRADATIONS
 
 T = len(DEGRADATIONS)
@@ -256,6 +258,18 @@ def test_tiny_network_is_local() -> None:
     assert far.max() == 0
     cells = (a.pixel_logits - b.pixel_logits).abs().amax(dim=(0, 1, 3))
     assert cells[:7].max() == 0 and cells[58:].max() == 0
+
+
+def test_the_reach_is_how_far_outputs_look() -> None:
+    net = build_network("tiny").eval()
+    assert net.reach() <= 8  # fresh blocks are identities: little more than two convolutions
+
+    def box(x: torch.Tensor) -> NetOutput:
+        smooth = F.avg_pool2d(x, 41, stride=1, padding=20, count_include_pad=False)
+        return NetOutput(smooth, torch.zeros(x.shape[0], len(DEGRADATIONS), 1, 1), [])
+
+    net.forward = box
+    assert net.reach() == 24  # 20 pixels, in multiples of 8
 
 
 def test_channels_last_fast_paths_match_the_plain_layers() -> None:

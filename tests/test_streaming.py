@@ -125,7 +125,7 @@ def _run(image: np.ndarray, forward, device: torch.device, fallback=None, tile: 
         ]
 
     steps = run_tiles(
-        forward,
+        lambda x, noise: forward(x),
         PlaneSource(layout, image, norm),
         grid,
         batch_size=8,

@@ -88,6 +88,13 @@ def test_tile_grid_sizes() -> None:
     assert len(whole.tiles()) == 1 and whole.input_shape == (104, 40)
 
 
+def test_the_context_covers_the_networks_reach() -> None:
+    reaching = TileGrid.plan(1024, 1024, 256, 32, reach=60)
+    assert (reaching.context, reaching.blend) == (64, 8)  # the blend band follows the overlap
+    assert TileGrid.plan(1024, 1024, 256, 32, reach=8).context == 32
+    assert TileGrid.plan(100, 37, 0, 0, reach=16).input_shape == (104 + 32, 40 + 32)
+
+
 def test_tile_read_reflects_at_the_image_border() -> None:
     plane = np.arange(6 * 10).reshape(6, 10)
     grid = TileGrid.plan(6, 10, 0, 8)
@@ -105,13 +112,17 @@ def test_core_of_crops_the_context() -> None:
     output = np.arange(3 * 64 * 64).reshape(3, 64, 64)
     np.testing.assert_array_equal(grid.core_of(output), output[:, 16:48, 16:48])
     np.testing.assert_array_equal(grid.core_of(output[:, ::8, ::8], 8), output[:, 16:48:8, 16:48:8])
+    trimmed = output[:, 10:-10, 10:-10]  # an output without some of the context
+    np.testing.assert_array_equal(grid.core_of(trimmed), output[:, 16:48, 16:48])
 
 
-def blend(forward, plane: np.ndarray, tile: int, overlap: int, channels=3, scale=1) -> np.ndarray:
+def blend(
+    forward, plane: np.ndarray, tile: int, overlap: int, channels=3, scale=1, reach=0
+) -> np.ndarray:
     """Run `forward` over the tiles of a float32 plane with the real tile loop; return the
     blended (padded height, padded width, channels) output, checking each row comes once."""
     layout = PlaneLayout.of(plane.shape)
-    grid = TileGrid.plan(*layout.plane_shape, tile, overlap)
+    grid = TileGrid.plan(*layout.plane_shape, tile, overlap, reach=reach)
     ph, pw = grid.padded
     result = np.zeros((ph // scale, pw // scale, channels), dtype=np.float32)
     count = np.zeros(ph // scale, dtype=int)
@@ -123,7 +134,7 @@ def blend(forward, plane: np.ndarray, tile: int, overlap: int, channels=3, scale
 
     source = PlaneSource(layout, plane, Normalization(0.0, 1.0, np.dtype(np.float32)))
     job = run_tiles(
-        forward,
+        lambda x, noise: forward(x),
         source,
         grid,
         batch_size=3,
@@ -162,6 +173,13 @@ def test_local_operator_tiled_equals_whole(tile: int, overlap: int) -> None:
     whole = blend(forward, PLANE, 0, overlap)
     tiled = blend(forward, PLANE, tile, overlap)
     np.testing.assert_allclose(tiled[:70, :93], whole[:70, :93], rtol=1e-6, atol=1e-7)
+
+
+def test_a_context_as_wide_as_the_reach_hides_the_seams() -> None:
+    forward = box(10)
+    whole = blend(forward, PLANE, 0, 0, reach=16)
+    tiled = blend(forward, PLANE, 16, 0, reach=16)
+    np.testing.assert_allclose(tiled, whole, rtol=1e-6, atol=1e-7)
 
 
 def test_operator_reaching_past_the_context_shows_seams() -> None:

@@ -9,7 +9,8 @@ built from `RestoreOptions`, in order.
 3. tone keeping (`tone`): the output follows its input's local mean unless the pass sees haze
    (where step 1 does not judge it), rain or low light (`allinone.infer.tone`);
 4. the clipping correction (`clipping`): those local means of the input taken back through
-   noise clipped at an integer dtype's ends, read once per batch (`allinone.infer.clipping`);
+   noise clipped at an integer dtype's ends, at the noise level of the tile's whole plane
+   (`PlaneSource.noise_level`, `allinone.infer.clipping`), so that every tile allows alike;
 5. never brighter, where the normalisation keeps the exposure (``"percentile"`` scaling, and
    ``"auto"``): the smooth excess of the output's local mean over the input's taken off.
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from allinone.infer.axes import PlaneLayout
-from allinone.infer.clipping import Clipping
+from allinone.infer.clipping import Bounds, Clipping
 from allinone.infer.ensemble import self_ensemble
 from allinone.infer.normalize import Normalization
 from allinone.infer.options import RestoreOptions
@@ -74,24 +75,48 @@ class RestoreChain:
 
         return hook
 
-    def tile_steps(self, tile_pass: NetworkPass) -> Forward:
+    def tile_steps(self, tile_pass: NetworkPass, trim: int = 0) -> Forward:
         """Steps 2 to 5 as one function of a batch of (B, 3, h, w) network-input tiles (step 1
-        already applied to them), with `tile_pass` running the network."""
+        already applied to them) and their planes' noise levels (None: read from the tiles),
+        with `tile_pass` running the network. The outputs lack `trim` pixels on every side:
+        context that the tone guards need not see (`allinone.infer.tone.GUARD_REACH`)."""
         options, norm = self.options, self.norm
         bounds = norm.clip_bounds() if options.clipping else None
         changing = tile_tone_changing(self.scene)
 
         def one_pass(x: torch.Tensor, clipping: Clipping | None) -> torch.Tensor:
             restored, logits = tile_pass(x)
+            size = (x.shape[-2] - 2 * trim, x.shape[-1] - 2 * trim)
+            restored, x = centre(restored, size), centre(x, size)
             if not options.tone:
                 return restored.float()
             return tone_kept(restored, logits, x, changing, clipping)
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
+        def forward(x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+            clipping = _clipping(x, bounds, noise)
             with torch.inference_mode():
-                clipping = Clipping.read(x, bounds)
                 passes = functools.partial(one_pass, clipping=clipping)
                 restored = self_ensemble(passes, x) if options.ensemble else passes(x)
-                return never_brighter(restored, x, clipping) if norm.keep_exposure else restored
+                if not norm.keep_exposure:
+                    return restored
+                return never_brighter(
+                    restored, centre(x, (restored.shape[-2], restored.shape[-1])), clipping
+                )
 
         return forward
+
+
+def _clipping(
+    x: torch.Tensor, bounds: Bounds | None, noise: torch.Tensor | None
+) -> Clipping | None:
+    """The clipping of tiles `x` at `bounds` (None: no correction), under the noise levels of
+    their planes, or read from the tiles themselves where those are None."""
+    if bounds is None:
+        return None
+    return Clipping.read(x, bounds) if noise is None else Clipping(bounds, noise)
+
+
+def centre(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central `size` (height, width) of (..., H, W) `x`."""
+    top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
+    return x[..., top : top + size[0], left : left + size[1]]

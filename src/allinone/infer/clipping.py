@@ -5,8 +5,9 @@ the image near them: under noise of σ 25 grey levels a clean 250 averages 242 o
 255, a clean 5 averages 13. The Restorer keeps its output's local mean on its input's
 (`allinone.infer.tone`), which would keep that bias: in CBSD68 photos with bright sky,
 a third of the pixels came out 10 levels too dark. `unclipped_mean` takes a local mean back to
-the mean of the values before clipping, given the noise's standard deviation (`noise_sigma`,
-estimated tile by tile) and where the range ends (`Bounds`, in the network's units).
+the mean of the values before clipping, given the noise's standard deviation (`noise_sigma`)
+and where the range ends (`Bounds`, in the network's units). The Restorer reads σ once per plane
+(`block_details` of all its rows), so that neighbouring tiles take their means back alike.
 
 The model is Gaussian noise on a locally constant image: exact on flat regions (sky, background),
 where the bias matters most, and a small correction elsewhere, since at most a few σ from the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 Bounds = tuple[float, float]
@@ -49,6 +51,20 @@ def noise_sigma(x: torch.Tensor, bounds: Bounds | None = None) -> torch.Tensor:
         kept &= (corners > bounds[0]) & (corners < bounds[1])
     median = _median_of_kept(detail, kept.all(dim=0).flatten(1))
     return (median / MAD_TO_SIGMA).view(-1, 1, 1, 1)
+
+
+def block_details(values: np.ndarray, bounds: Bounds | None = None) -> np.ndarray:
+    """The absolute finest-scale Haar diagonal details that `noise_sigma` takes the median of,
+    for the 2 x 2 blocks of (h, w) or (h, w, C) `values`, NaN for the blocks it leaves out."""
+    h, w = values.shape[0] // 2 * 2, values.shape[1] // 2 * 2
+    x = np.asarray(values[:h, :w], dtype=np.float32)
+    corners = np.stack([x[0::2, 0::2], x[0::2, 1::2], x[1::2, 0::2], x[1::2, 1::2]])
+    kept = np.isfinite(corners)
+    if bounds is not None:
+        kept &= (corners > bounds[0]) & (corners < bounds[1])
+    with np.errstate(invalid="ignore"):
+        detail = np.abs((corners[0] - corners[1] - corners[2] + corners[3]) / 2)
+    return np.where(kept.all(axis=0), detail, np.float32(np.nan))
 
 
 def _median_of_kept(values: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
@@ -98,8 +114,9 @@ def unclipped_mean(mean: torch.Tensor, sigma: torch.Tensor, bounds: Bounds) -> t
 @dataclass(frozen=True)
 class Clipping:
     """How a batch of tiles was clipped: at `bounds`, under noise of standard deviation `sigma`
-    (B, 1, 1, 1) read from the tiles themselves. One reading serves every local mean of the
-    batch and every flip or rotation of it (the blocks of an even-sized tile map onto blocks)."""
+    (B, 1, 1, 1), read from the tiles themselves (`read`) or from their planes. One reading
+    serves every local mean of the batch and every flip or rotation of it (the blocks of an
+    even-sized tile map onto blocks)."""
 
     bounds: Bounds
     sigma: torch.Tensor

@@ -3,8 +3,10 @@
 Memory depends on the tile size, not on the image size. A plane is read one band at a time (the
 rows one row of tiles needs, context included), each tile is normalised on its own, outputs are
 blended into accumulators one tile high, and rows are handed on as soon as no later tile touches
-them. Tiles of consecutive bands and planes share batches, so small planes (a stack of slices)
-still fill the device. The results are those of normalising and blending whole planes.
+them. What a tile's restoration needs of its whole plane (the noise level, the scene-scale
+correction) is read in row chunks before the plane's first tile. Tiles of consecutive bands and
+planes share batches, so small planes (a stack of slices) still fill the device. The results are
+those of normalising and blending whole planes.
 
 When a CUDA device runs out of memory, the batch is retried with half as many tiles; when a single
 tile does not fit, the plane is started again with smaller tiles; when the smallest tiles do not
@@ -25,6 +27,7 @@ import torch
 
 from allinone.errors import AllInOneWarning, Cancelled
 from allinone.infer.axes import PlaneLayout
+from allinone.infer.clipping import MAD_TO_SIGMA, block_details
 from allinone.infer.normalize import Normalization
 from allinone.infer.scene import SceneTone
 from allinone.infer.tiling import Tile, TileGrid, reflect_indices, round_up
@@ -37,7 +40,9 @@ CHUNK_VALUES = 2**19
 MIN_CORE = 128
 """Out-of-memory retries do not shrink tile cores below this many pixels."""
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
+Forward = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""(B, 3, h, w) tile inputs and the (B, 1, 1, 1) noise levels of their planes (None where the
+source reads none) → (B, channels, h/scale, w/scale) outputs."""
 
 
 # --- reading and normalising ----------------------------------------------------------------------
@@ -51,15 +56,22 @@ class PlaneSource:
     """Windows of rows of an N-D array's planes, and their network inputs.
 
     `scene`, when given, computes a correction per plane (`allinone.infer.scene`) that every
-    tile's network input of that plane gets."""
+    tile's network input of that plane gets; with `noise`, each plane's noise level is read
+    (`noise_level`) and handed to the forward with its tiles."""
 
     def __init__(
-        self, layout: PlaneLayout, array, norm: Normalization, scene: SceneHook | None = None
+        self,
+        layout: PlaneLayout,
+        array,
+        norm: Normalization,
+        scene: SceneHook | None = None,
+        noise: bool = False,
     ) -> None:
         self.layout = layout
         self.array = array
         self.norm = norm
         self.scene = scene
+        self.noise = noise
 
     def rows(self, index: tuple[int, ...], start: int, stop: int) -> np.ndarray:
         """Rows `start:stop` of plane `index`, (rows, W) or (rows, W, 3|4), in the source dtype."""
@@ -67,7 +79,8 @@ class PlaneSource:
 
     def _spans(self) -> Iterator[tuple[int, int]]:
         height, width = self.layout.plane_shape
-        step = max(1, CHUNK_VALUES // (width * (self.layout.shape[-1] if self.layout.rgb else 1)))
+        step = CHUNK_VALUES // (width * (self.layout.shape[-1] if self.layout.rgb else 1))
+        step = max(2, step // 2 * 2)  # even, so that 2 x 2 blocks do not straddle chunks
         for start in range(0, height, step):
             yield start, min(start + step, height)
 
@@ -85,6 +98,29 @@ class PlaneSource:
     def scene_tone(self, index: tuple[int, ...], fill) -> SceneTone | None:
         """Plane `index`'s scene-scale correction; None without a `scene` hook."""
         return None if self.scene is None else self.scene(self, index, fill)
+
+    def noise_level(
+        self, index: tuple[int, ...], fill, tone: SceneTone | None = None
+    ) -> float | None:
+        """The standard deviation of the noise in plane `index`'s network input (`tone`
+        applied), in network units: `allinone.infer.clipping.noise_sigma` over the whole plane
+        rather than a tile (the median of its blocks' details, in bounded memory), so that every
+        tile allows alike for noise clipped at the dtype's ends. None without `noise`, or for
+        floats, which nothing clipped."""
+        bounds = self.norm.clip_bounds()
+        if not self.noise or bounds is None:
+            return None
+        width = self.layout.plane_shape[1]
+
+        def details() -> Iterator[np.ndarray]:
+            for start, stop in self._spans():
+                values = self._channels(self._filled(self.rows(index, start, stop), fill))
+                if tone is not None:
+                    values = tone.apply(values, np.arange(start, stop), np.arange(width))
+                yield block_details(values, bounds)
+
+        median = finite_median(details)
+        return float(median / MAD_TO_SIGMA) if np.isfinite(median) else 0.0
 
     def fill_value(self, index: tuple[int, ...]) -> np.float32 | float | None:
         """The median that replaces the plane's non-finite values; None when there are none."""
@@ -200,6 +236,8 @@ class PlaneRun:
     index: tuple[int, ...]
     fill: np.float32 | float | None
     blend: Blend
+    noise: float | None = None
+    """The plane's noise level (`PlaneSource.noise_level`)."""
 
 
 @dataclass
@@ -260,8 +298,9 @@ def tile_work(
     for position in range(first, len(planes)):
         index = planes[position]
         blend = Blend.empty(grid.core_h // scale, pw // scale, channels)
-        plane = PlaneRun(position, index, source.fill_value(index), blend)
-        tone = source.scene_tone(index, plane.fill)
+        fill = source.fill_value(index)
+        tone = source.scene_tone(index, fill)
+        plane = PlaneRun(position, index, fill, blend, source.noise_level(index, fill, tone))
         for n, (y, tiles) in enumerate(rows):
             top, bottom = band_rows(grid, y)
             stop = rows[n + 1][0] if n + 1 < len(rows) else ph
@@ -290,6 +329,13 @@ def to_tensor(inputs: list[np.ndarray], device: torch.device) -> torch.Tensor:
     return host.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
+def noise_tensor(levels: list[float | None], device: torch.device) -> torch.Tensor | None:
+    """The tiles' noise levels as a (B, 1, 1, 1) float tensor on `device`; None if one has none."""
+    if any(level is None for level in levels):
+        return None
+    return torch.tensor(levels, dtype=torch.float32).view(-1, 1, 1, 1).to(device)
+
+
 class TileTooLarge(Exception):
     """Even one tile at a time does not fit in the device's memory."""
 
@@ -302,13 +348,15 @@ class Runner:
         self.device = device
         self.batch_size = batch_size
 
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """(C, h, w) float32 outputs of `inputs`; raises `TileTooLarge`."""
+    def run(self, inputs: list[np.ndarray], noise: list[float | None]) -> list[np.ndarray]:
+        """(C, h, w) float32 outputs of `inputs`, whose planes' noise levels are `noise`;
+        raises `TileTooLarge`."""
         outputs: list[np.ndarray] = []
         while len(outputs) < len(inputs):
-            chunk = inputs[len(outputs) : len(outputs) + self.batch_size]
+            span = slice(len(outputs), len(outputs) + self.batch_size)
             try:
-                result = self.forward(to_tensor(chunk, self.device))
+                x = to_tensor(inputs[span], self.device)
+                result = self.forward(x, noise_tensor(noise[span], self.device))
                 outputs.extend(result.float().cpu().numpy())
             except torch.cuda.OutOfMemoryError as error:
                 _free_cuda_cache()
@@ -362,7 +410,8 @@ def run_tiles(
 ) -> Generator[Progress, None, None]:
     """Run `forward` over every tile of every plane and blend the outputs.
 
-    `forward` maps (B, 3, h, w) inputs to (B, channels, h/scale, w/scale) outputs; finished rows
+    `forward` maps (B, 3, h, w) inputs and their planes' noise levels to (B, channels,
+    h/scale, w/scale) outputs (`Forward`); finished rows
     go to `on_rows` (each row once, except after an out-of-memory restart of a plane with smaller
     tiles, which hands its rows on again). Progress is yielded after each batch; `cancel` is
     checked before each batch. `fallback()` moves the work to the CPU and returns that device.
@@ -377,8 +426,9 @@ def run_tiles(
             if is_cancelled(cancel):
                 raise Cancelled(f"{message or 'job'} cancelled; nothing was written")
             inputs = [item.input for item in batch]
+            noise = [item.plane.noise for item in batch]
             try:
-                outputs = runner.run(inputs)
+                outputs = runner.run(inputs, noise)
             except TileTooLarge:
                 smaller = smaller_grid(grid)
                 if smaller is not None:
@@ -386,7 +436,7 @@ def run_tiles(
                     grid, first = smaller, batch[0].plane.position
                     break
                 runner.device = _fall_back(fallback, runner.device)
-                outputs = runner.run(inputs)
+                outputs = runner.run(inputs, noise)
             _blend(batch, outputs, grid, scale, on_rows)
             done += len(batch)
             yield Progress(done, total, message)

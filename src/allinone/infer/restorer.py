@@ -34,6 +34,7 @@ from allinone.infer.options import RestoreOptions, check_tiling
 from allinone.infer.pipeline import PlaneSource, Rows, restored_rows, run_tiles
 from allinone.infer.scene import HAZE, plane_overview
 from allinone.infer.tiling import TileGrid, round_up
+from allinone.infer.tone import GUARD_REACH
 from allinone.jobs import Cancel, Progress, ProgressCallback, drive
 from allinone.loading import load_estimator, load_network
 from allinone.models import AllInOneNet
@@ -98,6 +99,11 @@ class Restorer:
         """A tile size that keeps memory modest on this device."""
         return 1024 if self.device.type == "cuda" else 512
 
+    @functools.cached_property
+    def reach(self) -> int:
+        """The least context of a tile, in pixels: the network's reach (`AllInOneNet.reach`)."""
+        return self.net.reach()
+
     def auto_batch(self, grid: TileGrid) -> int:
         """Tiles per batch: enough to fill a GPU, one or two on a CPU."""
         pixels = grid.input_shape[0] * grid.input_shape[1]
@@ -109,7 +115,7 @@ class Restorer:
         check_tiling(tile, overlap)
         size = self.auto_tile() if tile is None else int(tile)
         height, width = layout.plane_shape
-        grid = TileGrid.plan(height, width, size, overlap, AllInOneNet.multiple)
+        grid = TileGrid.plan(height, width, size, overlap, AllInOneNet.multiple, self.reach)
         return layout, grid
 
     @contextlib.contextmanager
@@ -216,9 +222,10 @@ class Restorer:
                 span = slice(rows.start, rows.start + len(restored))
                 layout.put(out, rows.plane.index, restored, rows=span)
 
+        trim = max(grid.context - GUARD_REACH, 0)
         yield from self._run(
-            chain.tile_steps(self.tile_pass),
-            PlaneSource(layout, array, norm, chain.scene_hook(self.overview_pass)),
+            chain.tile_steps(self.tile_pass, trim),
+            PlaneSource(layout, array, norm, chain.scene_hook(self.overview_pass), noise=True),
             grid,
             channels=3,
             scale=1,
@@ -378,7 +385,7 @@ class Restorer:
             with torch.inference_mode(), self._autocast():
                 return self.net.analyze(x)
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
+        def forward(x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
             return self_ensemble(encode, x, FLIPS) if flips else encode(x)
 
         def on_rows(rows: Rows) -> None:

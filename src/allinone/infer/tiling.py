@@ -3,9 +3,10 @@
 A plane is padded (by reflection) to the network's multiple and cut into cores of `tile` pixels
 whose starts are multiples of that multiple, so every tile sees the same downsampling grid as the
 whole image. Each tile also reads `context` pixels around its core (reflected at the image border,
-as the whole-image pass is), so its core is computed as in a whole-image pass; neighbouring cores
-overlap by `blend` pixels and are mixed with linear ramps, which hides what little difference is
-left. Every tile of a grid has the same input size, so tiles batch together.
+as the whole-image pass is), at least the network's reach, so its core is computed as in a
+whole-image pass; neighbouring cores overlap by `blend` pixels and are mixed with linear ramps,
+which hides what little difference is left. Every tile of a grid has the same input size, so
+tiles batch together.
 """
 
 from __future__ import annotations
@@ -77,15 +78,18 @@ class TileGrid:
     multiple: int
 
     @classmethod
-    def plan(cls, height: int, width: int, tile: int, overlap: int, multiple: int = 8) -> TileGrid:
+    def plan(
+        cls, height: int, width: int, tile: int, overlap: int, multiple: int = 8, reach: int = 0
+    ) -> TileGrid:
         """Grid for a `height` x `width` plane; `tile <= 0` means one tile for the whole plane.
 
         Each tile's own share of the plane is at most `tile` (rounded up to `multiple`); its core
-        adds the `blend` band it shares with a neighbour, and its input the `context` margins. So
-        a 1024 plane with `tile=512` takes 2 x 2 tiles, whose cores are as equal as possible.
+        adds the `blend` band it shares with a neighbour, and its input the `context` margins:
+        `overlap`, or the network's `reach` where that is larger. So a 1024 plane with
+        `tile=512` takes 2 x 2 tiles, whose cores are as equal as possible.
         """
         padded_h, padded_w = round_up(height, multiple), round_up(width, multiple)
-        context = round_up(max(overlap, 0), multiple)
+        context = round_up(max(overlap, reach, 0), multiple)
         blend = round_up(max(overlap // 4, 1), multiple) if overlap > 0 else 0
         if tile <= 0:
             core_h, core_w = padded_h, padded_w
@@ -141,6 +145,8 @@ class TileGrid:
         return wy[:, None] * wx[None, :]
 
     def core_of(self, output: np.ndarray, scale: int = 1) -> np.ndarray:
-        """Crop a tile's output (..., H_in/scale, W_in/scale) to its core."""
-        c = self.context // scale
-        return output[..., c : c + self.core_h // scale, c : c + self.core_w // scale]
+        """Crop a tile's output at 1/`scale` of its resolution, (..., h, w) centred on the core
+        (the tile's whole input, or less of its context), to the core."""
+        h, w = self.core_h // scale, self.core_w // scale
+        top, left = (output.shape[-2] - h) // 2, (output.shape[-1] - w) // 2
+        return output[..., top : top + h, left : left + w]

@@ -48,6 +48,15 @@ photos is 0.20 and 0.22). Taken at face value, those false readings let a noisy 
 +0.04; the skimage photos under noise +0.01 to +0.03)."""
 
 
+def blur_radius(sigma: float) -> int:
+    """How many pixels `gaussian_blur` of width `sigma` reaches (3 sigma)."""
+    return int(3 * sigma)
+
+
+GUARD_REACH = blur_radius(TONE_SIGMA) + blur_radius(SIGMA)
+"""How many pixels around a restored pixel `tone_kept` then `never_brighter` look at."""
+
+
 def tile_tone_changing(scene_haze: bool) -> tuple[str, ...]:
     """The `TONE_CHANGING` types whose presence in a tile frees its tone: all of them, or all but
     haze where the scene-scale pass judges haze. A tile of a large photo reads bright, soft regions
@@ -58,7 +67,7 @@ def tile_tone_changing(scene_haze: bool) -> tuple[str, ...]:
 
 def gaussian_blur(x: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
     """Separable Gaussian blur of (B, C, H, W), the border pixels repeated outwards."""
-    radius = int(3 * sigma)
+    radius = blur_radius(sigma)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
     kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
     kernel = (kernel / kernel.sum()).to(x.dtype)
