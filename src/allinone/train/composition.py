@@ -25,6 +25,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def head_inputs(net: AllInOneNet, x: torch.Tensor) -> tuple[list[torch.Tensor], 
     """The frozen encoder's inputs to the head: query weights pooled to the latent size, latent."""
     with torch.no_grad():
         skips, latent = net.encode(x)
-        size = latent.shape[-2:]
+        size = cast(tuple[int, int], latent.shape[-2:])
         pairs = zip(net.queries, skips, strict=True)
         weights = [F.adaptive_avg_pool2d(query(skip), size) for query, skip in pairs]
     return weights, latent
