@@ -138,7 +138,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(restorer, image: np.ndarray, axes: str, tile: int | None, repeats: int):
+def timed(
+    restorer, image: np.ndarray, axes: str, tile: int | None, repeats: int
+) -> tuple[float, float]:
     """(warm-up seconds, median seconds) of restoring `image`."""
     times = []
     for _ in range(1 + repeats):
@@ -340,6 +342,7 @@ def to_markdown(rows: list[Row], skipped: list[str], config: BenchConfig, comman
         "|" + "---|" * len(header),
     ]
     for row in rows:
+        assert row.seconds is not None and row.warmup_seconds is not None  # every row is timed
         overhead = (
             f"{row.seconds / row.whole_seconds:.2f}×" if row.whole_seconds else row.note or "n/a"
         )
