@@ -23,11 +23,15 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from allinone.devices import cpu_has_bf16
+
+if TYPE_CHECKING:
+    from allinone.models import AllInOneNet
 
 FLOP_TILE = 256
 BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -230,7 +234,8 @@ def measure_model(model: str, device: str, precision: str, config: BenchConfig) 
     restorer = Restorer.from_pretrained(model, device=device, precision=precision)
     flops = flops_per_pixel(restorer.net, restorer.device)
     if config.compile:
-        restorer.net = torch.compile(restorer.net)
+        # the compiled module forwards its attributes to the network it wraps
+        restorer.net = cast("AllInOneNet", torch.compile(restorer.net))
     recorder = Recorder(restorer)
     tile = config.tile if config.tile is not None else restorer.auto_tile()
     rows = []

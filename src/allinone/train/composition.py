@@ -206,7 +206,10 @@ def retrain_from_data(
         load_microscopy(microscopy),
         load_real_pairs(real_pair_paths(root)),
     )
-    net = copy.deepcopy(restorer.net).to("cpu", memory_format=torch.contiguous_format).float()
+    net = copy.deepcopy(restorer.net)
+    # torch's stubs omit Module.to's memory_format keyword
+    net = net.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net = net.float()
     centres = [crop_centre(image, COMPOSITION_CROP) for image in load_images(validation)]
     crops = torch.from_numpy(np.stack(centres)).permute(0, 3, 1, 2).float() / 255.0
     encoded = validation_set(net, crops)
