@@ -141,6 +141,17 @@ def test_tiff_unknown_axes_are_none(tmp_path: Path) -> None:
     assert image.axes is None and image.array.shape == (4, 8, 8)
 
 
+def test_a_tiff_with_an_unknown_photometric_code_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "odd.tif"
+    data = _random((8, 8), np.uint16)
+    tifffile.imwrite(path, data, photometric="minisblack", metadata=None)
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages[0].tags["PhotometricInterpretation"].overwrite(99)
+    image = read_image(path)
+    np.testing.assert_array_equal(image.array, data)
+    assert "photometric" not in image.metadata
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     axes=st.sampled_from(["YX", "ZYX", "CYX", "TYX", "TZYX", "ZCYX", "TZCYX", "YXC", "ZYXC"]),

@@ -104,43 +104,48 @@ def test_an_interrupted_output_leaves_no_file_and_keeps_the_old_one(tmp_path: Pa
     assert read_image(target).array.shape == (4, 4)
 
 
-def _ome_zarr(path: Path, data: np.ndarray) -> None:
-    """An OME-Zarr 0.4 image written by plain zarr, as another tool would write it."""
-    group = zarr.open_group(path, mode="w", zarr_format=2)
-    group.create_array("0", data=data, chunks=(1, 1, 32, 32))
-    group.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "name": "cells",
-            "axes": [
-                {"name": "c", "type": "channel"},
-                {"name": "z", "type": "space", "unit": "micrometer"},
-                {"name": "y", "type": "space", "unit": "micrometer"},
-                {"name": "x", "type": "space", "unit": "micrometer"},
-            ],
-            "datasets": [
-                {
-                    "path": "0",
-                    "coordinateTransformations": [
-                        {"type": "scale", "scale": [1.0, 2.5, 0.325, 0.325]}
-                    ],
-                }
-            ],
-        }
-    ]
+def _ome_zarr(path: Path, data: np.ndarray, version: str = "0.4") -> None:
+    """An OME-Zarr image (NGFF `version` 0.4 or 0.5) written by plain zarr, as another tool
+    would write it."""
+    group = zarr.open_group(path, mode="w", zarr_format=2 if version == "0.4" else 3)
+    names = None if version == "0.4" else ("c", "z", "y", "x")
+    group.create_array("0", data=data, chunks=(1, 1, 32, 32), dimension_names=names)
+    multiscale = {
+        "name": "cells",
+        "axes": [
+            {"name": "c", "type": "channel"},
+            {"name": "z", "type": "space", "unit": "micrometer"},
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"},
+        ],
+        "datasets": [
+            {
+                "path": "0",
+                "coordinateTransformations": [{"type": "scale", "scale": [1.0, 2.5, 0.325, 0.325]}],
+            }
+        ],
+    }
     window = {"start": 0, "end": 200, "min": 0, "max": 65535}
-    group.attrs["omero"] = {
+    omero = {
         "channels": [
             {"label": "DAPI", "color": "0000FF", "window": window},
             {"label": "GFP", "color": "00FF00", "window": window},
         ]
     }
+    if version == "0.4":
+        group.attrs["multiscales"] = [{"version": "0.4", **multiscale}]
+        group.attrs["omero"] = omero
+    else:
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale], "omero": omero}
 
 
-def test_ome_zarr_round_trip_keeps_shape_dtype_axes_scale_and_channels(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_round_trip_keeps_shape_dtype_axes_scale_and_channels(
+    tmp_path: Path, version: str
+) -> None:
     data = RNG.poisson(30.0, (2, 3, 300, 280)).astype(np.uint16)
     source, output = tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr"
-    _ome_zarr(source, data)
+    _ome_zarr(source, data, version)
     assert _restore(source, "-o", output) == 0
     before, after = read_image(source), read_image(output)
     assert after.array.shape == data.shape and after.array.dtype == data.dtype
@@ -184,6 +189,18 @@ def test_invalid_ngff_metadata_is_refused_with_the_reason(tmp_path: Path, capsys
     group.attrs["omero"] = {"channels": [{"label": "DAPI"}]}
     assert _restore(source, "-o", tmp_path / "out.tif") == 2
     assert "OME-NGFF metadata is not valid (omero.channels.0" in capsys.readouterr().err
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_axis_names_that_are_not_letters_are_refused(tmp_path: Path, capsys) -> None:
+    source = tmp_path / "in.ome.zarr"
+    _ome_zarr(source, _stack((1, 2, 32, 32)))
+    group = zarr.open_group(source, mode="r+")
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["axes"][0]["name"] = 1
+    group.attrs["multiscales"] = multiscales
+    assert _restore(source, "-o", tmp_path / "out.tif") == 2
+    assert "unsupported OME-Zarr axes [1, 'z', 'y', 'x']" in capsys.readouterr().err
     assert not (tmp_path / "out.tif").exists()
 
 

@@ -66,7 +66,8 @@ def plan_outputs(
     inputs: Sequence[str | os.PathLike], outdir: Path, overwrite: bool = False
 ) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """(input, output) pairs to restore, and the outputs skipped because they exist already."""
-    todo, skipped, names = [], [], {}
+    todo, skipped = [], []
+    names: dict[str, Path] = {}
     for source in map(Path, inputs):
         if source.name in names:
             raise InputError(

@@ -23,11 +23,15 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from allinone.devices import cpu_has_bf16
+
+if TYPE_CHECKING:
+    from allinone.models import AllInOneNet
 
 FLOP_TILE = 256
 BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -138,7 +142,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(restorer, image: np.ndarray, axes: str, tile: int | None, repeats: int):
+def timed(
+    restorer, image: np.ndarray, axes: str, tile: int | None, repeats: int
+) -> tuple[float, float]:
     """(warm-up seconds, median seconds) of restoring `image`."""
     times = []
     for _ in range(1 + repeats):
@@ -228,7 +234,8 @@ def measure_model(model: str, device: str, precision: str, config: BenchConfig) 
     restorer = Restorer.from_pretrained(model, device=device, precision=precision)
     flops = flops_per_pixel(restorer.net, restorer.device)
     if config.compile:
-        restorer.net = torch.compile(restorer.net)
+        # the compiled module forwards its attributes to the network it wraps
+        restorer.net = cast("AllInOneNet", torch.compile(restorer.net))
     recorder = Recorder(restorer)
     tile = config.tile if config.tile is not None else restorer.auto_tile()
     rows = []
@@ -340,6 +347,7 @@ def to_markdown(rows: list[Row], skipped: list[str], config: BenchConfig, comman
         "|" + "---|" * len(header),
     ]
     for row in rows:
+        assert row.seconds is not None and row.warmup_seconds is not None  # every row is timed
         overhead = (
             f"{row.seconds / row.whole_seconds:.2f}×" if row.whole_seconds else row.note or "n/a"
         )

@@ -102,6 +102,7 @@ def read_image(path: PathLike, *, lazy: bool = False) -> ImageData:
 
 
 def _read_lazy(path: Path, fmt: str) -> ImageData:
+    axes: str | None
     if fmt == "ome-zarr":
         array, axes, metadata = read_ome_zarr(path)
         return ImageData(array=array, axes=axes, metadata=metadata, format=fmt)
@@ -251,13 +252,14 @@ def image_output(
         with tiff_output(path, shape, dtype, tiff_options(shape, dtype, axes, meta)) as out:
             yield out
     elif fmt == "ome-zarr":
+        assert axes is not None  # check_format requires them for OME-Zarr
         ngff = meta.get("ngff") or ngff_from_tiff(axes, meta)
         with ome_zarr_output(path, shape, dtype, axes, ngff) as out:
             yield out
     else:
-        out = np.empty(shape, dtype)
-        yield out
-        write_image(path, out, axes=axes, metadata=meta, format=fmt, overwrite=overwrite)
+        held = np.empty(shape, dtype)
+        yield held
+        write_image(path, held, axes=axes, metadata=meta, format=fmt, overwrite=overwrite)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -325,7 +327,10 @@ def _engine_axes(axes: str) -> str | None:
 
 
 def _tiff_metadata(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"photometric": page.photometric.name.lower()}
+    metadata: dict[str, Any] = {}
+    photometric = page.photometric  # the enum for known codes, a plain int for others or none
+    if isinstance(photometric, tifffile.PHOTOMETRIC):
+        metadata["photometric"] = photometric.name.lower()
     if "XResolution" in page.tags and "YResolution" in page.tags:
         metadata["resolution"] = tuple(float(v) for v in page.resolution)
         metadata["resolutionunit"] = int(page.resolutionunit)

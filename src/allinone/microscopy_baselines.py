@@ -56,6 +56,11 @@ def _scaled(noisy: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> np.nd
     return (run(_unit(noisy)) * (high - low) + low).astype(np.float32)
 
 
+def _with_sigma(method: Filter, sigma: float) -> Callable[[np.ndarray], np.ndarray]:
+    """`method` with its sigma fixed."""
+    return lambda unit: method(unit, sigma)
+
+
 def noise_sigma(unit: np.ndarray) -> float:
     """The noise sigma of a plane on the [0, 1] scale, read blind from the plane itself."""
     return max(float(restoration.estimate_sigma(unit)), 1e-4)
@@ -97,12 +102,14 @@ def blind(noisy: np.ndarray, method: Filter) -> np.ndarray:
 def tuned(noisy: np.ndarray, clean: np.ndarray, method: Filter) -> np.ndarray:
     """`method` with the multiple of the blind sigma in `GRID` that lands closest to `clean`."""
     sigma = noise_sigma(_unit(noisy))
-    best, best_error = None, np.inf
+    best: np.ndarray | None = None
+    best_error = np.inf
     for factor in GRID:
-        estimate = _scaled(noisy, lambda unit, f=factor: method(unit, f * sigma))
+        estimate = _scaled(noisy, _with_sigma(method, factor * sigma))
         error = float(np.mean((estimate - clean.astype(np.float32)) ** 2))
         if error < best_error:
             best, best_error = estimate, error
+    assert best is not None
     return best
 
 

@@ -17,7 +17,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def read_ome_zarr(path: Path) -> tuple[Any, str, dict[str, Any]]:
     try:
         model = open_ome_zarr(group)
     except Exception as exc:
-        attributes = dict(group.attrs)
+        attributes: dict[str, Any] = dict(group.attrs)
         if "multiscales" in attributes or "multiscales" in attributes.get("ome", {}):
             reason = Image04.from_zarr if "multiscales" in attributes else Image05.from_zarr
             raise InputError(
@@ -67,20 +67,23 @@ def read_ome_zarr(path: Path) -> tuple[Any, str, dict[str, Any]]:
             f"Cannot read {path}: it holds an OME-Zarr {type(model).__name__}, not an image; "
             "open one of its images instead."
         )
-    multiscale = model.attributes.multiscales[0]
+    image = model.attributes if isinstance(model, Image04) else model.attributes.ome
+    multiscale = image.multiscales[0]
     names = [axis.name for axis in multiscale.axes]
-    axes = "".join(name.upper() for name in names)
+    axes = "".join(name.upper() if isinstance(name, str) else "?" for name in names)
     if len(set(axes)) != len(axes) or not set(axes) <= set("TCZYX"):
         raise InputError(f"Cannot read {path}: unsupported OME-Zarr axes {names}.")
     dataset = multiscale.datasets[0]
     array = group[dataset.path]
+    assert isinstance(array, zarr.Array)  # the image model validated its datasets as arrays
     scale, translation = _transforms(dataset.coordinateTransformations, len(names))
+    ome = cast(dict[str, Any], group.attrs.get("ome", {}))
     ngff = {
         "axes": [axis.model_dump(exclude_none=True) for axis in multiscale.axes],
         "scale": scale,
         "translation": translation,
         "name": multiscale.name,
-        "omero": group.attrs.get("omero") or group.attrs.get("ome", {}).get("omero"),
+        "omero": group.attrs.get("omero") or ome.get("omero"),
         "chunks": tuple(int(c) for c in array.chunks),
     }
     return array, axes, {"ngff": ngff}
@@ -185,7 +188,9 @@ def _create(temp: Path, levels, dtype: np.dtype, axes: str, ngff: dict[str, Any]
     y, x = axes.index("Y"), axes.index("X")
     base_scale = list(ngff["scale"])
     base_translation = list(ngff.get("translation") or [0.0] * len(axes))
-    specs, scales, translations = [], [], []
+    specs: list[ArraySpec] = []
+    scales: list[list[float]] = []
+    translations: list[list[float] | None] = []
     for k, level in enumerate(levels):
         specs.append(
             ArraySpec(

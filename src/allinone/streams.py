@@ -23,7 +23,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tifffile
@@ -52,7 +52,7 @@ class FileArray:
         return self.shape[0]
 
     def _mapped(self) -> np.memmap:
-        mode = "r+" if self.writable else "r"
+        mode: Literal["r+", "r"] = "r+" if self.writable else "r"
         return np.memmap(self.path, self.dtype, mode, offset=self.offset, shape=self.shape)
 
     def __getitem__(self, key) -> np.ndarray:
@@ -118,9 +118,9 @@ def tiff_output(
     `options` are `tifffile.imwrite`'s (imagej, metadata, photometric, resolution, ...)."""
     temp = path.with_name(f".{path.name}.partial-{secrets.token_hex(6)}{path.suffix or '.tif'}")
     try:
-        offset, size = tifffile.imwrite(
-            temp, shape=shape, dtype=dtype, returnoffset=True, **options
-        )
+        written = tifffile.imwrite(temp, shape=shape, dtype=dtype, returnoffset=True, **options)
+        assert written is not None  # an uncompressed, contiguous image has an offset
+        offset, size = written
         _preallocate(temp, path)
         yield FileArray(temp, dtype, shape, offset, writable=True)
         with temp.open("rb+") as fh:

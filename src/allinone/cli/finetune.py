@@ -148,7 +148,7 @@ def _follow(job: Generator[Progress, None, FinetuneResult]) -> FinetuneResult:
             update = next(job)
         except StopIteration as stop:
             return stop.value
-        if "val_psnr" in update.metrics:
+        if update.metrics and "val_psnr" in update.metrics:
             common.print_line(common.record_text(update.metrics))
 
 

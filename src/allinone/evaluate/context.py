@@ -139,7 +139,9 @@ class Context:
                 changed.append(f"{option.name} {value}")
         return changed
 
-    def methods(self, input_label: str, *baselines: Method, after: tuple = ()) -> list[Method]:
+    def methods(
+        self, input_label: str, *baselines: Method, after: tuple[Method, ...] = ()
+    ) -> list[Method]:
         """The input, the classical baselines when enabled, the model, then `after`."""
         chosen = [(input_label, "baseline", lambda s: s.degraded)]
         if self.baselines:
@@ -160,7 +162,7 @@ class Context:
                 lambda s: mb.bm3d_tuned(s.degraded, s.clean),
             ),
         ]
-        adapted = ()
+        adapted: tuple[Method, ...] = ()
         if seconds > 0:
             baselines.append(
                 (

@@ -16,7 +16,7 @@ from allinone import microscopy_baselines as mb
 from allinone.degradations.composition_set import COMPOSITION_CROP, COMPOSITION_SEVERITIES
 from allinone.evaluate.baselines import classical_denoiser_name
 from allinone.evaluate.composition import THRESHOLD
-from allinone.evaluate.results import CompositionResult, Goal, Report, TaskResult
+from allinone.evaluate.results import CompositionResult, Goal, Report, Row, TaskResult
 from allinone.evaluate.synthesis import SIGMAS
 from allinone.infer.restorer import Restorer
 from allinone.types import DEGRADATIONS
@@ -24,6 +24,13 @@ from allinone.types import DEGRADATIONS
 
 def _find(results: list[TaskResult], key: str) -> TaskResult | None:
     return next((r for r in results if r.key == key), None)
+
+
+def _model_row(task: TaskResult) -> Row:
+    """The model's row of a measured task (every measured task has one)."""
+    row = task.model_row()
+    assert row is not None
+    return row
 
 
 def _denoise_goals(results: list[TaskResult]) -> list[Goal]:
@@ -37,9 +44,9 @@ def _denoise_goals(results: list[TaskResult]) -> list[Goal]:
     gaps = []
     for sigma in SIGMAS:
         task = _find(results, f"denoise-{sigma}")
-        cbm3d = task and next((r for r in task.rows if r.method.startswith("CBM3D")), None)
-        if cbm3d:
-            gaps.append((sigma, task.model_row().psnr - cbm3d.psnr))
+        cbm3d = next((r for r in task.rows if r.method.startswith("CBM3D")), None) if task else None
+        if task and cbm3d:
+            gaps.append((sigma, _model_row(task).psnr - cbm3d.psnr))
     measured = len(gaps) == len(SIGMAS)
     second = Goal(
         "every σ: PSNR ≥ CBM3D + 0.3 dB",
@@ -69,7 +76,7 @@ def _baseline_goal(results: list[TaskResult]) -> Goal:
 def goals(results: list[TaskResult], composition: CompositionResult | None) -> list[Goal]:
     """The issue's targets, judged on what this run measured."""
     fmd = _find(results, "fmd")
-    fmd_gain = fmd and fmd.model_row().psnr - fmd.rows[0].psnr
+    fmd_gain = None if fmd is None else _model_row(fmd).psnr - fmd.rows[0].psnr
     return [
         *_denoise_goals(results),
         _baseline_goal(results),
@@ -80,8 +87,8 @@ def goals(results: list[TaskResult], composition: CompositionResult | None) -> l
         ),
         Goal(
             "FMD fields 2–6: PSNR ≥ input + 6 dB on average",
-            None if fmd is None else fmd_gain >= 6.0,
-            "not measured" if fmd is None else f"{fmd_gain:+.2f} dB",
+            None if fmd_gain is None else fmd_gain >= 6.0,
+            "not measured" if fmd_gain is None else f"{fmd_gain:+.2f} dB",
         ),
         *_microscopy_goals(results),
     ]
@@ -89,15 +96,15 @@ def goals(results: list[TaskResult], composition: CompositionResult | None) -> l
 
 def _microscopy_goals(results: list[TaskResult]) -> list[Goal]:
     fmd, held_out = _find(results, "fmd"), _find(results, "fluorescence")
-    fmd_psnr = fmd and fmd.model_row().psnr
-    oracle = held_out and held_out.row_of("oracle", mb.bm3d_name())
-    gap = oracle and held_out.model_row().psnr - oracle.psnr
+    fmd_psnr = None if fmd is None else _model_row(fmd).psnr
+    oracle = held_out.row_of("oracle", mb.bm3d_name()) if held_out else None
+    gap = None if held_out is None or oracle is None else _model_row(held_out).psnr - oracle.psnr
     worse = [
         f"{task.key} image {i + 1} ({after - before:+.2f} dB)"
         for task in (fmd, held_out)
-        if task and task.row_of("adapted")
+        if task and (adapted := task.row_of("adapted"))
         for i, (before, after) in enumerate(
-            zip(task.model_row().per_image, task.row_of("adapted").per_image, strict=True)
+            zip(_model_row(task).per_image, adapted.per_image, strict=True)
         )
         if after < before
     ]
@@ -105,13 +112,13 @@ def _microscopy_goals(results: list[TaskResult]) -> list[Goal]:
     return [
         Goal(
             "FMD fields 2–6: PSNR ≥ 39.8 dB",
-            None if fmd is None else fmd_psnr >= 39.8,
-            "not measured" if fmd is None else f"{fmd_psnr:.2f} dB",
+            None if fmd_psnr is None else fmd_psnr >= 39.8,
+            "not measured" if fmd_psnr is None else f"{fmd_psnr:.2f} dB",
         ),
         Goal(
             "held-out procedural specimens: PSNR ≥ BM3D tuned against the truth",
-            None if not oracle else gap >= 0,
-            "not measured" if not oracle else f"{gap:+.2f} dB",
+            None if gap is None else gap >= 0,
+            "not measured" if gap is None else f"{gap:+.2f} dB",
         ),
         Goal(
             "adaptation never below the default, image by image (microscopy)",

@@ -33,8 +33,8 @@ def bicubic_pair(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(HR cropped to a multiple of `scale`, its Pillow-bicubic LR resized back to HR size)."""
     hr = crop_multiple(hr, scale)
     h, w = hr.shape[:2]
-    low = Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC)
-    return hr, np.asarray(low.resize((w, h), Image.BICUBIC))
+    low = Image.fromarray(hr).resize((w // scale, h // scale), Image.Resampling.BICUBIC)
+    return hr, np.asarray(low.resize((w, h), Image.Resampling.BICUBIC))
 
 
 def motion_blur(image: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

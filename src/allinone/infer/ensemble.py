@@ -41,4 +41,5 @@ def self_ensemble(
     for turns, flip in views:
         restored = _unview(forward(_view(x, turns, flip)), turns, flip).float()
         total = restored if total is None else total + restored
+    assert total is not None
     return total / len(views)

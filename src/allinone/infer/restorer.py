@@ -66,7 +66,7 @@ class Composition:
 
     def dominant(self, threshold: float = 0.5) -> str | None:
         """The most probable type, or None when none reaches `threshold`."""
-        name = max(self.probabilities, key=self.probabilities.get)
+        name = max(self.probabilities, key=self.probabilities.__getitem__)
         return name if self.probabilities[name] >= threshold else None
 
 
@@ -80,7 +80,9 @@ class Restorer:
         self.precision = precision
         self.autocast_dtype = resolve_precision(precision, self.device)
         self.card = card
-        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
+        # torch's stubs omit Module.to's memory_format keyword
+        net = net.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.net = net.eval()
 
     @classmethod
     def from_pretrained(
@@ -206,6 +208,7 @@ class Restorer:
         for index in layout.indices():
             chunks = source.input_chunks(index, source.fill_value(index))
             view = plane_overview(chunks, layout.plane_shape, source.norm)
+            assert view is not None  # the planes of `scene_judged` layouts have overviews
             factor = view.factor
             values[index] = encode(self._padded(view.image)).float().mean(dim=(2, 3))[0, HAZE]
         return values, 1 - 1 / factor
@@ -393,7 +396,8 @@ class Restorer:
             if count > 0:
                 span = slice(rows.start, rows.start + count)
                 plane = np.moveaxis(rows.blended[:count, : cells[1]], 2, 0)
-                logits[(slice(None), *rows.plane.index, span)] = plane
+                key: tuple[int | slice, ...] = (slice(None), *rows.plane.index, span)
+                logits[key] = plane
 
         source = PlaneSource(layout, array, norm)
         yield from self._run(

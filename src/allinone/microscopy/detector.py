@@ -130,6 +130,7 @@ def acquire(density: np.ndarray, detector: Detector, seed: int) -> tuple[np.ndar
         1, 1, -1, density.shape[-1]
     )
     noisy, clean = expose(x, detector, torch.Generator().manual_seed(seed))
-    return tuple(
+    frame, average = (
         t.reshape(density.shape).round().numpy().astype(detector.dtype) for t in (noisy, clean)
     )
+    return frame, average

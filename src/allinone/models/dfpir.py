@@ -34,6 +34,8 @@ def top_fraction_mask(logits: torch.Tensor, keep: float) -> torch.Tensor:
 class PerturbationBlock(nn.Module):
     """Degradation-guided channel permutation and top-k masked channel attention."""
 
+    permutations: torch.Tensor
+
     def __init__(
         self, channels: int, num_types: int, heads: int, keep: float = 0.9, seed: int = 0
     ) -> None:
@@ -52,6 +54,7 @@ class PerturbationBlock(nn.Module):
         self.value = PointwiseConv(channels, channels)
         self.project = PointwiseConv(channels, channels)
         nn.init.zeros_(self.project.weight)
+        assert self.project.bias is not None
         nn.init.zeros_(self.project.bias)
 
     def permute(self, y: torch.Tensor, route: torch.Tensor) -> torch.Tensor:

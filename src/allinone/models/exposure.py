@@ -62,6 +62,8 @@ class ExposureNet(nn.Module):
     Three strided convolutions, their features averaged and maxed over the overview, and the
     `QUANTILES` of each channel feed a two-layer perceptron."""
 
+    quantiles: torch.Tensor
+
     def __init__(self, width: int = 24, hidden: int = 64) -> None:
         super().__init__()
         self.features = nn.Sequential(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,13 +30,13 @@ class CompositionHead(nn.Module):
 
     def forward(self, weights: list[torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits at the latent resolution, shape (B, T, H/8, W/8)."""
-        size = latent.shape[-2:]
+        size = cast(tuple[int, int], latent.shape[-2:])
         pooled = [F.adaptive_avg_pool2d(w, size) for w in weights]
         hidden = self.atoms(torch.cat(pooled, dim=1)) + self.latent(latent)
         return self.out(self.mlp(hidden))
 
 
-def route_from_logits(pixel_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def route_from_logits(pixel_logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Per-pixel routing (B, T + 1, H, W): "clean" first, then the types; sums to one."""
     probs = torch.sigmoid(pixel_logits)
     scale = probs.sum(dim=1, keepdim=True).clamp(min=1.0)

@@ -70,6 +70,7 @@ class DegradationInjection(nn.Module):
         self.channel_factors = PointwiseConv(rank, channels)
         self.modulation = PointwiseConv(channels, channels * 2)
         nn.init.zeros_(self.modulation.weight)
+        assert self.modulation.bias is not None
         nn.init.zeros_(self.modulation.bias)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,16 @@ class Preset:
     dfpir: bool = False
     degradation_width: int = 16
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, for model cards."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Preset:
+    def from_dict(cls, data: dict[str, Any]) -> Preset:
         """Inverse of `to_dict` (lists become tuples)."""
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
         return cls(**fields)
 
 

@@ -25,6 +25,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def head_inputs(net: AllInOneNet, x: torch.Tensor) -> tuple[list[torch.Tensor], 
     """The frozen encoder's inputs to the head: query weights pooled to the latent size, latent."""
     with torch.no_grad():
         skips, latent = net.encode(x)
-        size = latent.shape[-2:]
+        size = cast(tuple[int, int], latent.shape[-2:])
         pairs = zip(net.queries, skips, strict=True)
         weights = [F.adaptive_avg_pool2d(query(skip), size) for query, skip in pairs]
     return weights, latent
@@ -205,7 +206,10 @@ def retrain_from_data(
         load_microscopy(microscopy),
         load_real_pairs(real_pair_paths(root)),
     )
-    net = copy.deepcopy(restorer.net).to("cpu", memory_format=torch.contiguous_format).float()
+    net = copy.deepcopy(restorer.net)
+    # torch's stubs omit Module.to's memory_format keyword
+    net = net.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net = net.float()
     centres = [crop_centre(image, COMPOSITION_CROP) for image in load_images(validation)]
     crops = torch.from_numpy(np.stack(centres)).permute(0, 3, 1, 2).float() / 255.0
     encoded = validation_set(net, crops)

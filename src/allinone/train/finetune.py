@@ -170,13 +170,13 @@ class _Budget:
         """True when no step should follow `step` (`reserve`: seconds a step and an eval take)."""
         if self.steps and step >= self.steps:
             return True
-        return bool(self.seconds) and self.elapsed() + reserve >= self.seconds
+        return bool(self.seconds and self.elapsed() + reserve >= self.seconds)
 
     def eval_due(self, step: int) -> bool:
         """Every tenth of the steps, or (with only a time budget) every tenth of the time."""
         if self.steps:
             return step % max(1, self.steps // 10) == 0
-        if self.elapsed() >= self.next_eval:
+        if self.seconds and self.elapsed() >= self.next_eval:
             self.next_eval += self.seconds / 10
             return True
         return False
@@ -184,6 +184,7 @@ class _Budget:
     def total(self, step: int) -> int:
         """The expected number of steps, as known after `step` steps."""
         if not self.seconds:
+            assert self.steps is not None  # `_check_budget` sets one of the two
             return self.steps
         estimate = max(step + 1, int(step * self.seconds / max(self.elapsed(), 1e-9)))
         return min(self.steps, estimate) if self.steps else estimate
@@ -210,10 +211,12 @@ class _Best:
 
     @property
     def improved(self) -> bool:
+        assert self.psnr is not None and self.before is not None  # set by the first `evaluate`
         if self.psnr <= self.before:
             return False
         if self.significance is None:
             return True
+        assert self._errors_best is not None and self._errors_before is not None
         difference = self._errors_best - self._errors_before
         spread = difference.std() / math.sqrt(difference.size)
         return bool(difference.mean() < -self.significance * spread)
@@ -230,7 +233,7 @@ class _Best:
         errors = _val_errors(scorer, samples)
         psnr = 10 * math.log10(1 / max(float(errors.mean()), 1e-10))
         self.cost = time.perf_counter() - started
-        if self.before is None:
+        if self.psnr is None:
             self.before = self.psnr = psnr
             self._errors_before = self._errors_best = errors
         elif psnr > self.psnr:
@@ -243,7 +246,7 @@ class _Best:
 
 def finetune_steps(
     restorer: Restorer,
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    pairs: Sequence[tuple[np.ndarray, np.ndarray | None]],
     *,
     axes: str | None = None,
     rois: Sequence[Rect] | None = None,
@@ -291,8 +294,8 @@ def finetune_steps(
     best = _Best(net, SIGNIFICANCE if self_supervised else None) if val_fraction > 0 else None
     history: list[dict[str, float]] = []
     if best is not None:
-        best.evaluate(scorer, samples)
-        history.append({"step": 0, "val_psnr": best.before})
+        before = best.evaluate(scorer, samples)
+        history.append({"step": 0, "val_psnr": before})
         yield Progress(0, budget.total(0), MESSAGE, dict(history[-1]))
     net.train()
     step, stop = 0, False
@@ -393,7 +396,7 @@ def _check_pairs(pairs) -> list[tuple[np.ndarray, np.ndarray | None]]:
     with a clean image of None (self-supervised)."""
     if hasattr(pairs, "shape") or not pairs:
         raise InputError("pairs must be a non-empty list of (degraded, clean) arrays")
-    checked = []
+    checked: list[tuple[np.ndarray, np.ndarray | None]] = []
     for n, pair in enumerate(pairs):
         if hasattr(pair, "shape") or len(pair) != 2:
             raise InputError(f"pair {n} is not a (degraded, clean) pair of arrays")
@@ -589,12 +592,13 @@ def _batch(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random flipped and rotated patches (degraded, clean), drawn in proportion to area; clean
     is None in self-supervised runs."""
-    degraded, clean = [], []
+    degraded: list[np.ndarray] = []
+    clean: list[np.ndarray] = []
     for index in rng.choice(len(samples), size=batch_size, p=weights):
         source, target = samples[index].train
         y = rng.integers(0, source.shape[0] - patch + 1)
         x = rng.integers(0, source.shape[1] - patch + 1)
-        turns, flip = rng.integers(4), bool(rng.integers(2))
+        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
         for out, image in ((degraded, source), (clean, target)):
             if image is None:
                 continue
@@ -707,6 +711,7 @@ def _val_errors(scorer: Restorer, samples: list[_Sample]) -> np.ndarray:
     errors = []
     with torch.inference_mode():
         for sample in samples:
+            assert sample.val is not None and sample.val_rect is not None  # val_fraction > 0
             source, target = sample.val
             if sample.overview is not None:
                 key = id(sample.overview)
@@ -718,7 +723,7 @@ def _val_errors(scorer: Restorer, samples: list[_Sample]) -> np.ndarray:
             height, width = x.shape[-2:]
             pad = (0, -width % net.multiple, 0, -height % net.multiple)
             padded = F.pad(x, pad, mode="reflect").contiguous(memory_format=torch.channels_last)
-            restored = sample.chain.tile_steps(scorer.tile_pass)(padded)
+            restored = sample.chain.tile_steps(scorer.tile_pass)(padded, None)
             restored = restored[..., :height, :width]
             if target.shape[2] == 1:
                 restored = restored.mean(dim=1, keepdim=True)

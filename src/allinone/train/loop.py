@@ -191,7 +191,8 @@ class Trainer:
         self.dist, self.device = init_distributed(torch.device(device))
         stream_seed = config.seed + 2 * self.dist.rank
         torch.manual_seed(config.seed)
-        self.net: AllInOneNet = build_network(config.preset).to(
+        # torch's stubs omit Module.to's memory_format keyword
+        self.net: AllInOneNet = build_network(config.preset).to(  # type: ignore[call-overload]
             self.device, memory_format=torch.channels_last
         )
         self.optimizer = torch.optim.AdamW(
@@ -213,7 +214,7 @@ class Trainer:
         self.real_per_batch = round(config.batch_size * config.real_pair_fraction) if pairs else 0
         self.synth = torch.Generator(device=self.device).manual_seed(stream_seed + 1)
         self.fluorescence_per_batch = round(config.batch_size * config.fluorescence_fraction)
-        self.fluorescence = None
+        self.fluorescence: FluorescencePool | None = None
         if self.fluorescence_per_batch:
             self.fluorescence = FluorescencePool(
                 config.fluorescence_pool, config.fluorescence_size, seed=config.seed + 3
@@ -261,11 +262,16 @@ class Trainer:
         photos, micro = self.sampler.sample(config.batch_size - real - synthetic)
         photos = photos.to(self.device)
         micro = micro.to(self.device) if micro is not None else None
-        pairs = tuple(p.to(self.device) for p in self.sampler.sample_pairs(real)) if real else None
+        pairs = None
+        if real:
+            noisy, truth = self.sampler.sample_pairs(real)
+            pairs = noisy.to(self.device), truth.to(self.device)
         fluorescence = None
         if synthetic:
+            assert self.fluorescence is not None  # made whenever fluorescence_per_batch > 0
             drawn = self.fluorescence.sample(synthetic, config.patch_size, self.fluorescence_stream)
-            fluorescence = tuple(t.to(self.device) for t in drawn)
+            noisy, truth, severity = (t.to(self.device) for t in drawn)
+            fluorescence = noisy, truth, severity
         clean, batch = degrade_batch(
             photos,
             micro,

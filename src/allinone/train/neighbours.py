@@ -47,7 +47,7 @@ def neighbour_pair(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
     pixels = draw_neighbours(rng, (1, image.shape[0] // 2, image.shape[1] // 2))
     first, second = (subsample(x, pixels[..., k]) for k in (0, 1))
-    return tuple(half[0].permute(1, 2, 0).numpy() for half in (first, second))
+    return first[0].permute(1, 2, 0).numpy(), second[0].permute(1, 2, 0).numpy()
 
 
 def neighbour_loss(
