@@ -9,6 +9,7 @@ validates with, and by a neighbour-pair score (the first half-size image of
 how often each score ranks the two models as the truth does. Usage:
 
     python benchmarks/adaptation_selection.py [--model NAME|PATH] [--seconds 60] [--data DIR]
+        [--lr 1e-3] [--adapt all|degradation]
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (1e-3)")
+    parser.add_argument("--adapt", default="all", help="all or degradation (all)")
     parser.add_argument("--data", default="../shared/data")
     args = parser.parse_args()
     default = Restorer.from_pretrained(args.model, device="cpu")
@@ -82,6 +85,8 @@ def main() -> None:
             rois=[(0, height, 0, width - round(0.2 * width))],
             val_fraction=0.0,
             seconds=args.seconds,
+            lr=args.lr,
+            adapt=args.adapt,
             options=RestoreOptions(scaling="percentile"),
         )
         before = _scores(default, sample, index)
