@@ -6,8 +6,8 @@ through tifffile's zarr interface. `tiff_output` lays out the result's TIFF as a
 file beside the target, preallocates it (a full disk fails there, with a message, not later as a
 crash inside a memory map), hands it out as a writable `FileArray`, and renames it over the
 target only once it is complete and flushed; on any failure or interrupt the temporary file is
-removed. Memory in the tile loop therefore follows the tile and plane size, not the file size
-(`benchmarks/STREAMING.md` has the measured peaks, and one on a 1 GB stack still unexplained).
+removed. Memory therefore follows the tile and plane size, not the file size
+(`benchmarks/STREAMING.md`: 32 MB and 1 GB stacks peak alike).
 
 A `FileArray` maps its file only for the one read or write in progress: the pages of a mapping
 that stays open count towards the process's resident memory until the kernel needs them back,
