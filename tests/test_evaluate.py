@@ -272,5 +272,13 @@ def test_eval_without_baselines_and_bad_data(data_root: Path, tmp_path: Path, ca
     assert main([*argv, *ensemble]) == 0
     assert "tiny (ours, 8-view ensemble)" in output.read_text()
     assert "--no-baselines --ensemble" in output.read_text()
+    switches = ["--scaling", "percentile", "--no-tone", "--no-clipping"]
+    assert (
+        main([*argv, "--tasks", "dehaze", "--no-baselines", *switches, "--output", str(output)])
+        == 0
+    )
+    text = output.read_text()
+    assert "tiny (ours, scaling percentile, no tone keeping, no clipping correction)" in text
+    assert "--scaling percentile --no-tone --no-clipping" in text
     assert main([*argv[:-1], str(tmp_path / "missing"), "--output", str(output)]) == 2
     assert "data folder" in capsys.readouterr().err

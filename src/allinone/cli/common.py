@@ -111,6 +111,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="AXES",
         help="the image's axes from TZCYX, e.g. ZYX or YXC (default: from the file, or guessed)",
     )
+    add_scaling_option(parser)
+
+
+def add_scaling_option(parser: argparse.ArgumentParser) -> None:
+    """--scaling: how intensities reach the network, and with it the exposure correction."""
     parser.add_argument(
         "--scaling",
         choices=SCALINGS,

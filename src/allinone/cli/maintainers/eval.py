@@ -45,6 +45,7 @@ def register(commands: common.Commands) -> None:
         "--output", default="benchmarks/RESULTS.md", metavar="MD", help="the Markdown report"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    common.add_scaling_option(parser)
     common.add_chain_switches(parser)
     parser.add_argument(
         "--adapt-seconds",
@@ -93,6 +94,7 @@ def _command_line(args: argparse.Namespace, tasks: list[str]) -> str:
         ["allinone eval", f"--model {args.model}", f"--tasks {','.join(tasks)}"]
         + ([f"--limit {args.limit}"] if args.limit else [])
         + ([] if args.baselines else ["--no-baselines"])
+        + ([] if args.scaling == "auto" else [f"--scaling {args.scaling}"])
         + (["--ensemble"] if args.ensemble else [])
         + [
             f"--no-{name.replace('_', '-')}"
