@@ -454,6 +454,13 @@ class Trainer:
         self.config = replace(self.config, steps=self.step + max(0, int(0.9 * left / pace)))
         return left
 
+    def wait_for_all(self) -> None:
+        """Wait until every process of the run gets here (nothing without a process group), so
+        that none leaves the group while another still talks to it (a rank that did so
+        sometimes aborted at exit, "terminate called without an active exception")."""
+        if self.dist.world_size > 1 and dist.is_initialized():
+            dist.barrier()
+
     def close(self) -> None:
         """Leave the process group, if this run joined one."""
         if self.dist.world_size > 1 and dist.is_initialized():

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             name = Path(args.export).stem
             path = trainer.export(Path(args.export), name=name, description=args.description)
             common.print_line(f"exported {path}")
+        trainer.wait_for_all()
     finally:
         trainer.close()
     return 0
