@@ -181,6 +181,19 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
     return RestoreOptions.from_names(vars(args))
 
 
+def option_flags(options: RestoreOptions) -> list[str]:
+    """The command-line flags that give `options` (`restore_options`' inverse): one for each
+    field away from its default, in the fields' order."""
+    flags = []
+    for name, value in options.changed().items():
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags.append(f"--{flag} {value}")
+    return flags
+
+
 # --- models ---------------------------------------------------------------------------------------
 
 

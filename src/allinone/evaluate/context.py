@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -126,17 +125,13 @@ class Context:
             "clipping": "clipping correction",
             "scene_haze": "scene haze",
         }
-        defaults = RestoreOptions()
         changed = []
-        for option in dataclasses.fields(RestoreOptions):
-            value = getattr(self.options, option.name)
-            if value == getattr(defaults, option.name):
-                continue
+        for name, value in self.options.changed().items():
             if isinstance(value, bool):
-                label = words.get(option.name, option.name)
+                label = words.get(name, name)
                 changed.append(label if value else f"no {label}")
             else:
-                changed.append(f"{option.name} {value}")
+                changed.append(f"{name} {value}")
         return changed
 
     def methods(

@@ -53,6 +53,15 @@ class RestoreOptions:
         check_scaling(self.scaling)
         check_tiling(self.tile, self.overlap)
 
+    def changed(self) -> dict[str, Any]:
+        """The fields away from their defaults, by name, in the fields' order."""
+        defaults = RestoreOptions()
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(defaults, field.name)
+        }
+
     @classmethod
     def from_names(cls, values: Mapping[str, Any]) -> RestoreOptions:
         """The options named among `values`, other keys ignored: e.g. ``vars(args)`` of an

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from allinone.cli import common
+from allinone.infer.options import RestoreOptions
 
 
 def register(commands: common.Commands) -> None:
@@ -67,16 +68,17 @@ def run(args: argparse.Namespace) -> int:
     tasks = parse_tasks(args.tasks)
     root = data_root(args.data)
     restorer = Restorer.from_pretrained(args.model, device=args.device)
+    options = common.restore_options(args)
     context = Context(
         restorer,
         root,
         args.limit,
         args.baselines,
         common.print_line,
-        common.restore_options(args),
+        options,
         args.adapt_seconds,
     )
-    command = _command_line(args, tasks)
+    command = _command_line(args, tasks, options)
     report = evaluate(context, tasks, provenance(restorer, root, command, args.limit))
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -88,18 +90,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command_line(args: argparse.Namespace, tasks: list[str]) -> str:
+def _command_line(args: argparse.Namespace, tasks: list[str], options: RestoreOptions) -> str:
     """The `allinone eval` command that reproduces this run, for the report's provenance."""
     return " ".join(
         ["allinone eval", f"--model {args.model}", f"--tasks {','.join(tasks)}"]
         + ([f"--limit {args.limit}"] if args.limit else [])
         + ([] if args.baselines else ["--no-baselines"])
-        + ([] if args.scaling == "auto" else [f"--scaling {args.scaling}"])
-        + (["--ensemble"] if args.ensemble else [])
-        + [
-            f"--no-{name.replace('_', '-')}"
-            for name in ("scene_haze", "tone", "clipping")
-            if not getattr(args, name)
-        ]
+        + common.option_flags(options)
         + [f"--adapt-seconds {args.adapt_seconds:g}"]
     )
