@@ -24,11 +24,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from allinone.degradations import check_type_weights, to_8_bits
 from allinone.devices import cpu_has_bf16
@@ -54,7 +56,7 @@ from allinone.train.data import (
     training_paths,
 )
 from allinone.train.fluorescence import FluorescencePool
-from allinone.train.losses import bidirectional_loss, psnr
+from allinone.train.losses import RESTORE_LOSSES, bidirectional_loss, psnr
 from allinone.weights import ModelCard, save_model
 
 
@@ -96,12 +98,32 @@ class TrainConfig:
     """Round the degraded photos (training and validation) to 8 bits, as real photos are."""
     cycle_start: int = 0
     """The step at which the warm-up and the cosine start (later than 0: a warm restart)."""
+    restore_loss: str = "l1"
+    """The restoring direction's loss: "l1", "charbonnier" or "psnr" (`train.losses`)."""
+    degrade_share: float = 1.0
+    """Share of each batch that the degradation network re-degrades (the bidirectional branch)."""
+    ema_decay: float = 0.0
+    """Above 0: keep an exponential moving average of the weights, which validates and exports."""
+    patch_schedule: list[int] | None = None
+    """Patch sides in turn over the learning-rate cycle (progressive patches); each step's batch
+    is scaled to keep `batch_size` patches of `patch_size` pixels' worth of pixels."""
 
     def __post_init__(self) -> None:
         try:
             check_type_weights(self.type_weights)
         except ValueError as error:
             raise InputError(f"type_weights: {error}") from None
+        if self.restore_loss not in RESTORE_LOSSES:
+            choices = ", ".join(RESTORE_LOSSES)
+            raise InputError(f"restore_loss {self.restore_loss!r}: choose from {choices}")
+        if not 0.0 <= self.degrade_share <= 1.0:
+            raise InputError(f"degrade_share {self.degrade_share}: must lie in [0, 1]")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(f"ema_decay {self.ema_decay}: must lie in [0, 1)")
+        if self.patch_schedule is not None and (
+            not self.patch_schedule or min(self.patch_schedule) < 16
+        ):
+            raise InputError("patch_schedule: a list of patch sides of at least 16 pixels")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -126,6 +148,19 @@ class TrainConfig:
 
     def degrade_weight_at(self, step: int) -> float:
         return self.degrade_weight * min(1.0, step / max(1, self.degrade_warmup))
+
+    def patch_at(self, step: int) -> int:
+        """The patch side at `step`: `patch_schedule`'s entries in equal parts of the cycle."""
+        if not self.patch_schedule:
+            return self.patch_size
+        progress = (step - self.cycle_start) / max(1, self.steps - self.cycle_start)
+        index = int(min(max(progress, 0.0), 0.999) * len(self.patch_schedule))
+        return self.patch_schedule[index]
+
+    def batch_at(self, step: int) -> int:
+        """Patches in the batch at `step`: as many pixels as `batch_size` of `patch_size`."""
+        scale = (self.patch_size / self.patch_at(step)) ** 2
+        return max(1, round(self.batch_size * scale))
 
 
 @dataclass(frozen=True)
@@ -158,9 +193,11 @@ def init_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
 class Objective(nn.Module):
     """The network and its loss as one module, so DistributedDataParallel sees every use."""
 
-    def __init__(self, net: AllInOneNet) -> None:
+    def __init__(self, net: AllInOneNet, restore_kind: str = "l1", degrade_share: float = 1.0):
         super().__init__()
         self.net = net
+        self.restore_kind = restore_kind
+        self.degrade_share = degrade_share
 
     def forward(
         self,
@@ -172,7 +209,15 @@ class Objective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         output = self.net(degraded)
         return bidirectional_loss(
-            self.net, output, clean, degraded, labels, degrade_weight, composition_weight
+            self.net,
+            output,
+            clean,
+            degraded,
+            labels,
+            degrade_weight,
+            composition_weight,
+            self.restore_kind,
+            self.degrade_share,
         )
 
 
@@ -224,8 +269,13 @@ class Trainer:
         self.validation = self._validation_set(load_images(validation))
         self.held_out = held_out_fluorescence(config.patch_size)
         self.step = 0
+        self.ema: AveragedModel | None = None
+        if config.ema_decay > 0:
+            self.ema = AveragedModel(
+                self.net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+            )
         self.resume()
-        self.objective: nn.Module = Objective(self.net)
+        self.objective: nn.Module = Objective(self.net, config.restore_loss, config.degrade_share)
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.objective = DistributedDataParallel(
@@ -258,8 +308,9 @@ class Trainer:
         config = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = config.learning_rate(self.step)
-        real, synthetic = self.real_per_batch, self.fluorescence_per_batch
-        photos, micro = self.sampler.sample(config.batch_size - real - synthetic)
+        batch_size, real, synthetic = self._batch_plan()
+        patch = self.sampler.patch = config.patch_at(self.step)
+        photos, micro = self.sampler.sample(batch_size - real - synthetic)
         photos = photos.to(self.device)
         micro = micro.to(self.device) if micro is not None else None
         pairs = None
@@ -269,7 +320,7 @@ class Trainer:
         fluorescence = None
         if synthetic:
             assert self.fluorescence is not None  # made whenever fluorescence_per_batch > 0
-            drawn = self.fluorescence.sample(synthetic, config.patch_size, self.fluorescence_stream)
+            drawn = self.fluorescence.sample(synthetic, patch, self.fluorescence_stream)
             noisy, truth, severity = (t.to(self.device) for t in drawn)
             fluorescence = noisy, truth, severity
         clean, batch = degrade_batch(
@@ -295,8 +346,25 @@ class Trainer:
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
         self.step += 1
         return self._mean_over_ranks(terms)
+
+    def _batch_plan(self) -> tuple[int, int, int]:
+        """(patches, of them real pairs, of them procedural fluorescence) for this step."""
+        config = self.config
+        batch_size = config.batch_at(self.step)
+        if batch_size == config.batch_size:
+            return batch_size, self.real_per_batch, self.fluorescence_per_batch
+        real = round(batch_size * config.real_pair_fraction) if self.real_per_batch else 0
+        synthetic = round(batch_size * config.fluorescence_fraction) if self.fluorescence else 0
+        return batch_size, real, synthetic
+
+    @property
+    def model(self) -> AllInOneNet:
+        """The network that validates and exports: the weights' moving average when kept."""
+        return self.net if self.ema is None else cast(AllInOneNet, self.ema.module)
 
     def _mean_over_ranks(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
         values = torch.stack([v.detach().float() for v in terms.values()])
@@ -319,16 +387,16 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Mean PSNR of restored and degraded validation patches, and composition accuracy."""
         clean, degraded = self.validation
-        self.net.eval()
+        net = self.model.eval()
         results, inputs = [], []
         for start in range(0, clean.shape[0], 8):
             c, d = clean[start : start + 8], degraded[start : start + 8]
             with self._amp():
-                results.append(psnr(self.net(d).restored.float(), c))
+                results.append(psnr(net(d).restored.float(), c))
             inputs.append(psnr(d, c))
         noisy, clean, _ = (t.to(self.device) for t in self.held_out)
         with self._amp():
-            held_out = psnr(self.net(noisy).restored.float(), clean)
+            held_out = psnr(net(noisy).restored.float(), clean)
         return {
             "val_psnr": float(torch.cat(results).mean()),
             "val_input_psnr": float(torch.cat(inputs).mean()),
@@ -359,6 +427,8 @@ class Trainer:
             return
         tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
         tensors.update(optimizer_tensors(self.optimizer))
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         tensors["rng.torch"] = torch.get_rng_state()
         tensors.update(streams)
         state = {"step": self.step, "config": asdict(self.config)}
@@ -374,6 +444,12 @@ class Trainer:
             raise InputError(f"{self.out_dir} holds a {state['config']['preset']} run")
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         self.net.load_state_dict(model)
+        if self.ema is not None:
+            average = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+            if average:
+                self.ema.load_state_dict(average)
+            else:  # a run that kept no average: it starts from the weights resumed
+                self.ema.module.load_state_dict(model)
         restore_optimizer(self.optimizer, tensors)
         torch.set_rng_state(tensors["rng.torch"])
         suffix = f".rank{self.dist.rank}" if self.dist.rank else ""
@@ -480,7 +556,7 @@ class Trainer:
                 "validation": self.validate(),
             },
         )
-        return save_model(self.net.state_dict(), card, path)
+        return save_model(self.model.state_dict(), card, path)
 
 
 def held_out_fluorescence(patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
