@@ -13,6 +13,24 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 
 
+def tiny_training_config():
+    """A four-step training run of the tiny preset on 32-pixel patches, validating and
+    checkpointing every two steps (the training tests' shared starting point)."""
+    from allinone.train.loop import TrainConfig
+
+    return TrainConfig(
+        preset="tiny",
+        steps=4,
+        batch_size=2,
+        patch_size=32,
+        validation_images=2,
+        validate_every=2,
+        checkpoint_every=2,
+        warmup_steps=1,
+        degrade_warmup=1,
+    )
+
+
 def randomize_zero_init(net, scale: float = 0.1, seed: int = 1):
     """Give every all-zero parameter (NAF beta/gamma, injection modulation, perturbation
     projection, attention logits) small seeded random values, so the network is far from its

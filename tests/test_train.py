@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_training_config
 
 from allinone.cli import main
 from allinone.cli.maintainers.train import _TrainingPace
@@ -43,17 +44,7 @@ from allinone.train.loop import TrainConfig, Trainer
 from allinone.train.losses import bidirectional_loss, psnr
 from allinone.types import DEGRADATIONS
 
-CONFIG = TrainConfig(
-    preset="tiny",
-    steps=4,
-    batch_size=2,
-    patch_size=32,
-    validation_images=2,
-    validate_every=2,
-    checkpoint_every=2,
-    warmup_steps=1,
-    degrade_warmup=1,
-)
+CONFIG = tiny_training_config()
 REPO = Path(__file__).resolve().parents[1]
 
 

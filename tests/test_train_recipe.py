@@ -12,24 +12,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_training_config
 
 from allinone.errors import InputError
 from allinone.infer.restorer import Restorer
 from allinone.models import build_network
-from allinone.train.loop import TrainConfig, Trainer
+from allinone.train.loop import Trainer
 from allinone.train.losses import bidirectional_loss, restore_loss, share_indices
 
-CONFIG = TrainConfig(
-    preset="tiny",
-    steps=4,
-    batch_size=2,
-    patch_size=32,
-    validation_images=2,
-    validate_every=2,
-    checkpoint_every=2,
-    warmup_steps=1,
-    degrade_warmup=1,
-)
+CONFIG = tiny_training_config()
 
 
 @pytest.fixture(scope="module")

@@ -355,8 +355,6 @@ class Trainer:
         """(patches, of them real pairs, of them procedural fluorescence) for this step."""
         config = self.config
         batch_size = config.batch_at(self.step)
-        if batch_size == config.batch_size:
-            return batch_size, self.real_per_batch, self.fluorescence_per_batch
         real = round(batch_size * config.real_pair_fraction) if self.real_per_batch else 0
         synthetic = round(batch_size * config.fluorescence_fraction) if self.fluorescence else 0
         return batch_size, real, synthetic
