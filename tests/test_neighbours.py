@@ -50,6 +50,19 @@ def test_blind_spots_are_the_mean_of_their_neighbours() -> None:
             np.testing.assert_allclose(masked[y, x], np.mean(around, axis=0), rtol=1e-6)
 
 
+def test_blind_spot_offsets_cover_every_pixel_once() -> None:
+    """The SPACING x SPACING given offsets mask every pixel exactly once (a full-coverage score)."""
+    image = np.random.default_rng(5).random((9, 11, 1)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    masks = [
+        blind_spots(image, rng, offset=(dy, dx))[1]
+        for dy in range(SPACING)
+        for dx in range(SPACING)
+    ]
+    np.testing.assert_array_equal(np.sum(masks, axis=0), np.ones((9, 11)))
+    assert masks[0][0, 0] and masks[SPACING + 1][1, 1]
+
+
 def test_blind_spot_psnr_ranks_denoisers_as_the_clean_image_does() -> None:
     """Scored on the blind spots against the noisy image, a smoothing filter beats the identity
     (whose blind spots only see their neighbours' mean) as it does against the clean image."""
