@@ -282,4 +282,6 @@ def _summary(result: Any) -> str:
         text += " (self-supervised: measured against noisy pixels, only the change counts)"
     if not result.improved:
         text += " (no improvement: the original weights are kept)"
+    elif result.share < 1:
+        text += f" ({result.share:.0%} of the way from the original to the adapted weights)"
     return text

@@ -370,15 +370,82 @@ def test_self_supervised_keeps_the_original_weights_unless_significantly_better(
     scatter = rng.normal(0, 1e-2, before.size)
     noisy_gain = before + scatter - scatter.mean() - 1e-5  # better on average, by 0.06 SE
     for after, kept in ((noisy_gain, False), (0.8 * before, True)):
-        errors = iter([before] + [after] * 100)
-        monkeypatch.setattr(tuning, "_val_errors", lambda *args, e=errors: next(e))
         restorer = _tiny()
+        monkeypatch.setattr(tuning, "_val_errors", _scored_by_weights(restorer, before, after))
         noisy = _pair()[0]
         result = finetune(restorer, [(noisy, None)], steps=4, **FAST)
         assert result.improved is kept
         assert _same(_state(result.restorer), _state(restorer)) is not kept
         if not kept:
             assert result.psnr_after == result.psnr_before
+
+
+def _scored_by_weights(restorer: Restorer, original: np.ndarray, adapted: np.ndarray):
+    """A stand-in for `_val_errors`: `original` for the original weights, else `adapted`."""
+    start = _state(restorer)
+    return lambda scorer, samples: original if _same(_state(scorer), start) else adapted
+
+
+def test_a_gain_on_the_blind_spots_that_chose_it_must_hold_on_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The best weights are judged again on other blind spots (`_Best.confirm`): a gain seen
+    only on the pixels that chose them keeps the original weights."""
+    before = np.random.default_rng(0).exponential(1e-2, 4000)
+    confirming: list[bool] = []
+    confirm = tuning._Best.confirm
+
+    def spy(best, scorer, samples) -> None:
+        confirming.append(True)
+        assert not np.any(samples[0].val_mask & first_masks[0])  # other pixels
+        confirm(best, scorer, samples)
+
+    first_masks: list[np.ndarray] = []
+
+    def errors(scorer, samples) -> np.ndarray:
+        first_masks.append(samples[0].val_mask)
+        return before if confirming or len(first_masks) == 1 else 0.8 * before
+
+    monkeypatch.setattr(tuning, "_val_errors", errors)
+    monkeypatch.setattr(tuning._Best, "confirm", spy)
+    restorer = _tiny()
+    result = finetune(restorer, [(_pair()[0], None)], steps=4, **FAST)
+    assert confirming and not result.improved and result.share == 0
+    assert _same(_state(result.restorer), _state(restorer))
+
+
+def test_self_supervised_adaptation_keeps_a_share_of_the_change_that_scores_better(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At its end, self-supervised adaptation validates weights part of the way from the original
+    ones to the adapted ones (`SHARES`) and keeps the best-scoring of them: here half the way."""
+    before = np.random.default_rng(0).exponential(1e-2, 4000)
+    blends = iter([0.9, 0.5, 0.7])  # errors, as a part of the original's, at SHARES
+    interpolate = tuning._Best.interpolate
+    ends: list[dict] = []
+
+    def record(best, scorer, samples) -> None:
+        ends.append(best.state)
+        interpolate(best, scorer, samples)
+
+    calls: list[None] = []
+
+    def errors(*args) -> np.ndarray:  # the original, then 20 % better adapted weights, then blends
+        calls.append(None)
+        if ends:
+            return next(blends) * before
+        return before if len(calls) == 1 else 0.8 * before
+
+    monkeypatch.setattr(tuning, "_val_errors", errors)
+    monkeypatch.setattr(tuning._Best, "interpolate", record)
+    monkeypatch.setattr(tuning._Best, "confirm", lambda *args: None)  # tested above
+    monkeypatch.setattr(tuning, "SHARES", (0.25, 0.5, 0.75))
+    restorer = _tiny()
+    result = finetune(restorer, [(_pair()[0], None)], steps=4, **FAST)
+    assert result.improved and result.restorer.card.training["finetune"]["share"] == 0.5
+    assert result.psnr_after == pytest.approx(10 * np.log10(1 / (0.5 * before.mean())))
+    halfway = tuning._between(_state(restorer), ends[0], 0.5)
+    assert _same(_state(result.restorer), halfway)
 
 
 def test_self_supervised_adaptation_of_a_stack_trains_and_validates_on_every_plane() -> None:

@@ -93,7 +93,10 @@ def _adaptation_summary(result: FinetuneResult) -> str:
             "the adapted weights did not beat the original ones on held-out pixels; "
             "restoring with the original weights"
         )
+    weights = "the adapted weights"
+    if result.share < 1:
+        weights = f"{result.share:.0%} of the way from the original to the adapted weights"
     return head + (
         f"held-out pixels {result.psnr_before:.2f} -> {result.psnr_after:.2f} dB; "
-        "restoring with the adapted weights"
+        f"restoring with {weights}"
     )

@@ -9,10 +9,13 @@ noise) and nothing else. Validation then scores blind spots (`neighbours.blind_s
 the validation part replaced by the mean of their neighbours before restoring, compared with their
 noisy values. Such a PSNR sits below the true one by about the noise's share but ranks weights
 alike (`benchmarks/ADAPTATION.md`: the sign of its gain was the truth's on 12 of 13 microscopy
-images, the miss a +0.16 dB gain read as -0.04 dB). The adapted weights replace the original
-ones only when they beat them on those pixels by `SIGNIFICANCE` standard errors, so that the best
-of several noisy scores does not pick adapted weights by chance: adaptation keeps the model where
-its prior already fits the image.
+images, the miss a +0.16 dB gain read as -0.04 dB). At the end, weights part of the way from the
+original ones to the best adapted ones (`SHARES`) are validated too, since the score rates
+adapted weights above their worth and a part of the change often restores better than all of it.
+The best of all these is then scored afresh with the original weights on other blind spots
+(`_other_blind_spots`), and replaces the original weights only when it beats them there by
+`SIGNIFICANCE` standard errors, so that neither chance nor the choice itself picks adapted
+weights: adaptation keeps the model where its prior already fits the image.
 
 Each pair is split into 2-D planes (or RGB triplets) as `Restorer.restore` does, and both images
 are normalised with the normalisation fitted on the degraded one, so the network learns in the
@@ -58,7 +61,7 @@ from allinone.infer.scene import Overview, SceneTone, overview_tone
 from allinone.jobs import Cancel, Progress, ProgressCallback, drive, is_cancelled
 from allinone.models import AllInOneNet
 from allinone.tone_curve import ToneCurve
-from allinone.train.neighbours import blind_spots, neighbour_loss
+from allinone.train.neighbours import SPACING, blind_spots, neighbour_loss
 
 __all__ = ["ADAPT_PREFIXES", "FinetuneResult", "finetune", "finetune_steps"]
 
@@ -79,6 +82,11 @@ PATIENCE = 5
 SIGNIFICANCE = 2.0
 """Standard errors by which self-supervised adaptation must beat the starting weights
 (`_Best`); below that, the original weights are kept."""
+SHARES = (0.25, 0.5, 0.75)
+"""Shares of the adapted weights' change from the starting ones that self-supervised adaptation
+also validates at its end (`_Best.interpolate`): the blind-spot score rates adapted weights above
+their true worth, and a part of the change is often better than all of it
+(`benchmarks/ADAPTATION.md`)."""
 NDR_WEIGHT = 0.5
 GRAD_CLIP = 1.0
 MESSAGE = "fine-tuning"
@@ -119,6 +127,10 @@ class FinetuneResult:
     (the adapted weights are returned), including without validation."""
     self_supervised: bool = False
     """True when the run learnt from noisy images alone (no clean images given)."""
+    share: float = 1.0
+    """Share of the adapted weights' change from the original ones that the returned weights
+    hold: 1 for the adapted weights, 0 when the original ones are kept, between when a part of
+    the change scored better (self-supervised runs, `SHARES`)."""
 
     def save(self, path: str | Path) -> Path:
         """Write the adapted model (`.safetensors` + JSON card); return the weights path."""
@@ -208,6 +220,8 @@ class _Best:
         """Seconds the last evaluation took."""
         self._errors_before: np.ndarray | None = None
         self._errors_best: np.ndarray | None = None
+        self.share = 1.0
+        """Share of the adapted weights' change in the best weights (`interpolate`)."""
 
     @property
     def improved(self) -> bool:
@@ -225,6 +239,32 @@ class _Best:
     def chosen(self) -> dict[str, torch.Tensor]:
         """The weights to keep: the best ones when they improved, else the starting ones."""
         return self.state if self.improved else self.initial
+
+    def interpolate(self, scorer: Restorer, samples: list[_Sample]) -> None:
+        """Validate each of `SHARES` of the way from the starting weights to the best ones,
+        keeping any that beats the best; `share` says which weights are kept."""
+        if self.state is self.initial:
+            return
+        adapted = self.state
+        for share in SHARES:
+            scorer.net.load_state_dict(_between(self.initial, adapted, share))
+            kept = self.state
+            self.evaluate(scorer, samples)
+            if self.state is not kept:
+                self.share = share
+
+    def confirm(self, scorer: Restorer, samples: list[_Sample]) -> None:
+        """Score the starting and the best weights afresh on `samples` (other blind spots than
+        those the best were chosen on), and judge `improved` by those scores alone: the best of
+        many noisy evaluations looks better on the pixels that chose it than it is."""
+        if self.state is self.initial:
+            return
+        scores = []
+        for state in (self.initial, self.state):
+            scorer.net.load_state_dict(state)
+            errors = _val_errors(scorer, samples)
+            scores.append((10 * math.log10(1 / max(float(errors.mean()), 1e-10)), errors))
+        (self.before, self._errors_before), (self.psnr, self._errors_best) = scores
 
     def evaluate(self, scorer: Restorer, samples: list[_Sample]) -> float:
         """Validate `scorer`'s network, keeping its weights when they beat the best so far;
@@ -293,6 +333,8 @@ def finetune_steps(
     areas = np.array([s.train[0].shape[0] * s.train[0].shape[1] for s in samples], float)
     best = _Best(net, SIGNIFICANCE if self_supervised else None) if val_fraction > 0 else None
     history: list[dict[str, float]] = []
+    evaluations = 1 + (len(SHARES) + 2 if self_supervised else 0)
+    """Evaluations after the last step, reserved in the time budget."""
     if best is not None:
         before = best.evaluate(scorer, samples)
         history.append({"step": 0, "val_psnr": before})
@@ -316,7 +358,7 @@ def finetune_steps(
                 "lower the learning rate"
             )
         entry = {"step": step, "loss": loss, "lr": step_lr}
-        stop = budget.spent(step, step_cost + (best.cost if best else 0.0))
+        stop = budget.spent(step, step_cost + (best.cost * evaluations if best else 0.0))
         stop = stop or is_cancelled(finish)
         if best is not None and (stop or budget.eval_due(step)):
             entry["val_psnr"] = best.evaluate(scorer, samples)
@@ -324,6 +366,9 @@ def finetune_steps(
         history.append(entry)
         yield Progress(step, step if stop else budget.total(step), MESSAGE, dict(entry))
     if best is not None:
+        if self_supervised:
+            best.interpolate(scorer, samples)
+            best.confirm(scorer, _other_blind_spots(samples))
         net.load_state_dict(best.chosen)
     training = {
         "steps": step,
@@ -335,6 +380,9 @@ def finetune_steps(
         "patch_size": patch,
         "self_supervised": self_supervised,
     }
+    share = 1.0 if best is None or best.improved else 0.0
+    if best is not None and self_supervised:
+        share = training["share"] = best.share if best.improved else 0.0
     psnr_before, psnr_after = (None, None)
     if best is not None:
         psnr_before, psnr_after = best.before, best.psnr if best.improved else best.before
@@ -347,6 +395,7 @@ def finetune_steps(
         seconds=budget.elapsed(),
         improved=best is None or best.improved,
         self_supervised=self_supervised,
+        share=share,
     )
 
 
@@ -524,6 +573,20 @@ def _val_part(
         return (degraded, clean), None
     masked, mask = blind_spots(degraded, rng)
     return (masked, degraded), mask
+
+
+def _other_blind_spots(samples: list[_Sample]) -> list[_Sample]:
+    """`samples` validated on other blind spots: each block's pixel diagonally opposite the one
+    `blind_spots` masked (`SPACING` // 2 rows and columns away), so no pixel is scored twice."""
+    others = []
+    for sample in samples:
+        assert sample.val is not None and sample.val_mask is not None  # self-supervised
+        noisy = sample.val[1]
+        dy, dx = (int(v) % SPACING for v in np.argwhere(sample.val_mask)[0])
+        offset = ((dy + SPACING // 2) % SPACING, (dx + SPACING // 2) % SPACING)
+        masked, mask = blind_spots(noisy, np.random.default_rng(0), offset)
+        others.append(dataclasses.replace(sample, val=(masked, noisy), val_mask=mask))
+    return others
 
 
 def _regions(plane_shape: tuple[int, int], rois: Sequence[Rect] | None) -> list[Rect]:
@@ -735,6 +798,15 @@ def _val_errors(scorer: Restorer, samples: list[_Sample]) -> np.ndarray:
             errors.append(squared.double().flatten().cpu().numpy())
     net.train(was_training)
     return np.concatenate(errors)
+
+
+def _between(
+    start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], share: float
+) -> dict[str, torch.Tensor]:
+    """The weights `share` of the way from `start` to `end` (other buffers: `end`'s)."""
+    return {
+        k: torch.lerp(start[k], v, share) if v.is_floating_point() else v for k, v in end.items()
+    }
 
 
 def _clone_state(net: AllInOneNet) -> dict[str, torch.Tensor]:
