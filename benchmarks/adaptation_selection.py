@@ -126,11 +126,10 @@ def selected(default: Restorer, samples: list[Sample], args: argparse.Namespace)
             for r in (default, result.restorer)
         ]
         gains.append(10 * math.log10(errors[0] / errors[1]))
-        share = result.share
         print(
             f"{sample.name:28s} default {_db(errors[0], sample):6.2f} dB, learn-noise "
             f"{_db(errors[1], sample):6.2f} dB ({gains[-1]:+.3f}); {result.steps} steps, share "
-            f"of the change kept {share:g}",
+            f"of the change kept {result.share:g}",
             flush=True,
         )
     worse = sum(gain < -0.005 for gain in gains)

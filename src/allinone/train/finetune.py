@@ -263,7 +263,7 @@ class _Best:
         for state in (self.initial, self.state):
             scorer.net.load_state_dict(state)
             errors = _val_errors(scorer, samples)
-            scores.append((10 * math.log10(1 / max(float(errors.mean()), 1e-10)), errors))
+            scores.append((_psnr(errors), errors))
         (self.before, self._errors_before), (self.psnr, self._errors_best) = scores
 
     def evaluate(self, scorer: Restorer, samples: list[_Sample]) -> float:
@@ -271,7 +271,7 @@ class _Best:
         return the PSNR."""
         started = time.perf_counter()
         errors = _val_errors(scorer, samples)
-        psnr = 10 * math.log10(1 / max(float(errors.mean()), 1e-10))
+        psnr = _psnr(errors)
         self.cost = time.perf_counter() - started
         if self.psnr is None:
             self.before = self.psnr = psnr
@@ -380,9 +380,9 @@ def finetune_steps(
         "patch_size": patch,
         "self_supervised": self_supervised,
     }
-    share = 1.0 if best is None or best.improved else 0.0
+    share = 1.0 if best is None else best.share if best.improved else 0.0
     if best is not None and self_supervised:
-        share = training["share"] = best.share if best.improved else 0.0
+        training["share"] = share
     psnr_before, psnr_after = (None, None)
     if best is not None:
         psnr_before, psnr_after = best.before, best.psnr if best.improved else best.before
@@ -798,6 +798,11 @@ def _val_errors(scorer: Restorer, samples: list[_Sample]) -> np.ndarray:
             errors.append(squared.double().flatten().cpu().numpy())
     net.train(was_training)
     return np.concatenate(errors)
+
+
+def _psnr(errors: np.ndarray) -> float:
+    """PSNR (dB, data range 1) of squared errors."""
+    return 10 * math.log10(1 / max(float(errors.mean()), 1e-10))
 
 
 def _between(
