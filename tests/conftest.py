@@ -72,6 +72,16 @@ def smoothing_forward(x):
     return NetOutput(smooth, logits[:, :, None, None].expand(-1, -1, 2, 2), [])
 
 
+def stand_in(monkeypatch, restorer, function) -> None:
+    """`restorer`'s tile pass replaced by `tone_free_pass(function)`, with local gain off: a
+    stand-in with an offset, unlike a network, does not scale with its input
+    (`allinone.infer.local_gain`)."""
+    from allinone.infer.chain import RestoreChain
+
+    monkeypatch.setattr(RestoreChain, "local_gain", property(lambda chain: False))
+    monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(function))
+
+
 def tone_free_pass(function):
     """A stand-in for `Restorer.tile_pass`: `function` of the tiles, with composition logits
     sure of low light, so that tone keeping hands its output on unchanged."""

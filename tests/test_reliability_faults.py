@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import make_restorer, open_widget, tone_free_pass
+from conftest import make_restorer, open_widget, stand_in
 
 from allinone.cli import common, main
 from allinone.errors import InputError, ModelFileError
@@ -78,7 +78,7 @@ def _full_device_restorer(monkeypatch: pytest.MonkeyPatch) -> Restorer:
     restorer = Restorer.from_pretrained("tiny", device="cpu")
     restorer.device = torch.device("meta")
     monkeypatch.setattr(restorer.net, "to", lambda device: restorer.net)
-    monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(_cpu_only))
+    stand_in(monkeypatch, restorer, _cpu_only)
     return restorer
 
 

@@ -9,6 +9,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from allinone import Restorer
 from allinone.errors import AllInOneWarning
+from allinone.infer.options import RestoreOptions
 from allinone.weights import find_model
 
 MAX_BYTES = 15 * 2**20
@@ -39,6 +40,22 @@ def test_a_dim_fluorescence_image_is_denoised_not_brightened(shipped: Restorer) 
     assert restored.mean() == pytest.approx(noisy.mean(), rel=0.15)
     rmse = lambda image: np.sqrt(np.mean((image.astype(float) - clean) ** 2))  # noqa: E731
     assert rmse(restored) < rmse(noisy)
+
+
+def test_a_few_saturated_specks_do_not_leave_the_rest_too_dim_to_denoise(
+    shipped: Restorer,
+) -> None:
+    """Four 6-pixel specks at 250 hold the 99.9th percentile of a field of a few tens of
+    photons: without the local gain the restoration is far worse than the noisy field."""
+    clean, noisy = dim_fluorescence()
+    keep = np.ones(clean.shape, bool)
+    for y, x in ((8, 8), (8, 110), (110, 8), (110, 110)):
+        noisy[y : y + 6, x : x + 6] = clean[y : y + 6, x : x + 6] = 250
+        keep[max(y - 8, 0) : y + 14, max(x - 8, 0) : x + 14] = False
+    rmse = lambda image: np.sqrt(np.mean((image.astype(float) - clean)[keep] ** 2))  # noqa: E731
+    lifted = shipped.restore(noisy)
+    unlifted = shipped.restore(noisy, options=RestoreOptions(local_gain=False))
+    assert rmse(lifted) < 0.7 * rmse(noisy) < rmse(unlifted)
 
 
 def test_a_noisy_colour_photo_is_improved(shipped: Restorer) -> None:

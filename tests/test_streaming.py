@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from conftest import tone_free_pass
+from conftest import stand_in
 
 from allinone.errors import InputError
 from allinone.infer.axes import PlaneLayout
@@ -60,7 +60,7 @@ def _peak_bytes(restorer: Restorer, path, height: int, width: int, channels: int
 
 def test_memory_depends_on_the_tile_not_the_image(tmp_path, monkeypatch):
     restorer = Restorer.from_pretrained("tiny", device="cpu")
-    monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(_stand_in))
+    stand_in(monkeypatch, restorer, _stand_in)
     short, _ = _peak_bytes(restorer, tmp_path, 2048, 1024)
     tall, value = _peak_bytes(restorer, tmp_path, 16384, 1024)
     assert value == _STAND_IN_OF_100
@@ -72,7 +72,7 @@ def test_memory_depends_on_the_tile_not_the_image(tmp_path, monkeypatch):
 def test_colour_memory_with_the_scene_pass_depends_on_the_tile(tmp_path, monkeypatch, haze_pass):
     """The scene-scale and exposure overviews of a colour plane are built from row chunks too."""
     restorer = Restorer.from_pretrained("tiny", device="cpu")
-    monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(_stand_in))
+    stand_in(monkeypatch, restorer, _stand_in)
     monkeypatch.setattr(restorer, "exposure_curve", lambda view: ToneCurve(1.0, 1.0))
     monkeypatch.setattr(restorer, "overview_pass", haze_pass(50.0))
     short, dehazed = _peak_bytes(restorer, tmp_path, 2048, 1024, channels=3)
@@ -197,7 +197,7 @@ def test_restorer_goes_on_on_the_cpu_then_returns_to_its_device(monkeypatch):
             raise torch.cuda.OutOfMemoryError("simulated")
         return _stand_in(x)
 
-    monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(gpu_full))
+    stand_in(monkeypatch, restorer, gpu_full)
     image = np.full((40, 50), 100, dtype=np.uint8)
     with pytest.warns(RuntimeWarning, match="going on on the CPU"):
         restored = restorer.restore(image, tile=0)

@@ -128,8 +128,8 @@ def add_scaling_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_restore_options(parser: argparse.ArgumentParser) -> None:
-    """--tile, --overlap, --ensemble, --scene-haze, --tone and --clipping: how an image is
-    restored (`RestoreOptions`; `restore_options` reads them back)."""
+    """--tile, --overlap, --ensemble, --scene-haze, --local-gain, --tone and --clipping: how an
+    image is restored (`RestoreOptions`; `restore_options` reads them back)."""
     parser.add_argument(
         "--tile",
         type=positive_int,
@@ -159,6 +159,13 @@ def add_chain_switches(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="first remove haze judged on a small overview of each plane, which tiles alone miss "
         "in large images (default: on)",
+    )
+    parser.add_argument(
+        "--local-gain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="grey images scaled by their percentiles: lift dim regions far from any bright "
+        "structure to the exposure the model knows, and back after (default: on)",
     )
     parser.add_argument(
         "--tone",

@@ -5,7 +5,9 @@ built from `RestoreOptions`, in order.
    small overview of the plane, and the haze it removes there is taken off every tile's input
    (`allinone.infer.scene`).
 2. The network on each tile, or on each of its eight flips and rotations, mapped back and
-   averaged (`ensemble`; `allinone.infer.ensemble`), each pass followed by
+   averaged (`ensemble`; `allinone.infer.ensemble`); on grey planes that keep their exposure,
+   each pass sees dim regions lifted by a local gain and returns them divided by it
+   (`local_gain`; `allinone.infer.local_gain`); each pass is followed by
 3. tone keeping (`tone`): the output follows its input's local mean unless the pass sees haze
    (where step 1 does not judge it), rain or low light (`allinone.infer.tone`);
 4. the clipping correction (`clipping`): those local means of the input taken back through
@@ -29,6 +31,7 @@ import torch
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Bounds, Clipping
 from allinone.infer.ensemble import self_ensemble
+from allinone.infer.local_gain import gained_pass, top_gain
 from allinone.infer.normalize import Normalization
 from allinone.infer.options import RestoreOptions
 from allinone.infer.pipeline import Forward, PlaneSource, SceneHook
@@ -58,6 +61,19 @@ class RestoreChain:
         """Whether step 1 runs: scene haze asked for, on planes where it can be judged."""
         return self.options.scene_haze and scene_judged(self.layout)
 
+    @property
+    def local_gain(self) -> bool:
+        """Whether step 2 lifts dim regions: asked for, on grey planes scaled by their
+        percentiles (which keep the exposure as it is; no tone curve undone)."""
+        norm = self.norm
+        return (
+            self.options.local_gain
+            and not self.layout.rgb
+            and norm.bulk is not None
+            and norm.keep_exposure
+            and norm.curve is None
+        )
+
     def overview(self, source: PlaneSource, index: tuple[int, ...], fill) -> Overview | None:
         """The overview step 1 restores for plane `index` of `source` (non-finite values
         `fill`ed); only where `scene` is true."""
@@ -83,9 +99,13 @@ class RestoreChain:
         options, norm = self.options, self.norm
         bounds = norm.clip_bounds() if options.clipping else None
         changing = tile_tone_changing(self.scene)
+        network = tile_pass
+        if self.local_gain:
+            assert norm.bulk is not None  # checked by `local_gain`
+            network = gained_pass(tile_pass, top_gain(norm.bulk))
 
         def one_pass(x: torch.Tensor, clipping: Clipping | None) -> torch.Tensor:
-            restored, logits = tile_pass(x)
+            restored, logits = network(x)
             size = (x.shape[-2] - 2 * trim, x.shape[-1] - 2 * trim)
             restored, x = centre(restored, size), centre(x, size)
             if not options.tone:

@@ -11,6 +11,9 @@ from allinone.tone_curve import ToneCurve
 
 LOW_PERCENTILE = 0.1
 HIGH_PERCENTILE = 99.9
+BULK_PERCENTILE = 95.0
+"""The percentile that says how bright the bulk of a plane's structure reaches
+(`Normalization.bulk`, `allinone.infer.local_gain`)."""
 SAMPLE_SIZE = 2**20
 MIN_SAMPLED = 16
 
@@ -20,7 +23,8 @@ class Normalization:
     """`x -> (x - offset) / scale` into the network's range, and back to `dtype`.
 
     `keep_exposure` (percentile scaling) asks the Restorer never to brighten the image
-    (`allinone.infer.tone`). With a `curve`, the forward map also undoes that under-exposure
+    (`allinone.infer.tone`); `bulk` lets it lift planes whose bulk is dim
+    (`allinone.infer.local_gain`). With a `curve`, the forward map also undoes that under-exposure
     (`ToneCurve.undo`) and the inverse stays linear: the result comes back brightened."""
 
     offset: float
@@ -28,6 +32,9 @@ class Normalization:
     dtype: np.dtype
     keep_exposure: bool = False
     curve: ToneCurve | None = None
+    bulk: float | None = None
+    """Percentile scaling: the `BULK_PERCENTILE` of the values in network units (how far the
+    bulk of the image reaches below the 99.9th percentile at 1); None for the other scalings."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Scale to float32 network units (values too far out to scale become +-inf)."""
@@ -146,7 +153,7 @@ def _percentile_normalization(array, dtype: np.dtype) -> Normalization:
     if values.size == 0:
         return Normalization(0.0, 1.0, dtype, keep_exposure=True)
     with np.errstate(over="ignore", invalid="ignore"):
-        low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+        low, bulk, high = np.percentile(values, [LOW_PERCENTILE, BULK_PERCENTILE, HIGH_PERCENTILE])
         scale = float(high - low)
     if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(scale)):
         raise InputError(
@@ -155,4 +162,6 @@ def _percentile_normalization(array, dtype: np.dtype) -> Normalization:
         )
     if scale <= 0:
         scale = max(1.0, abs(float(low)))
-    return Normalization(float(low), scale, dtype, keep_exposure=True)
+    return Normalization(
+        float(low), scale, dtype, keep_exposure=True, bulk=float((bulk - low) / scale)
+    )

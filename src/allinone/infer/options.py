@@ -40,6 +40,11 @@ class RestoreOptions:
     scene_haze: bool = True
     """Scene haze: haze judged on a small overview of each colour plane larger than it is removed
     first (`allinone.infer.scene`); the tiles alone miss it in large images."""
+    local_gain: bool = True
+    """Local gain: on grey planes whose exposure is kept, dim regions far from any bright
+    structure reach the network lifted towards its training exposure, and come back divided by
+    the same gain (`allinone.infer.local_gain`): a few very bright objects no longer leave the
+    rest of the plane too dim for the network to read its noise."""
     ensemble: bool = False
     """The 8-view ensemble: every tile restored in its eight flips and rotations, averaged
     (`allinone.infer.ensemble`): better, 8x slower."""

@@ -29,6 +29,7 @@ from allinone.infer.axes import PlaneLayout
 from allinone.infer.chain import RestoreChain, scene_judged
 from allinone.infer.clipping import noise_sigma
 from allinone.infer.ensemble import FLIPS, self_ensemble
+from allinone.infer.local_gain import lift, top_gain
 from allinone.infer.normalize import Normalization, check_dtype, check_scaling, fit_normalization
 from allinone.infer.options import RestoreOptions, check_tiling
 from allinone.infer.pipeline import PlaneSource, Rows, restored_rows, run_tiles
@@ -368,10 +369,11 @@ class Restorer:
         `flips` averages the logits over the tile and its three flips (`ensemble.FLIPS`): four
         passes of the encoder, and about 3 points more top-1 accuracy on single degradations
         (fewer blurred images taken for another type; see the README).
-        On colour planes the haze logits of the tiles (map and whole) are mixed with that of
-        the plane's overview (`allinone.infer.scene`), the more so the larger the plane: tile by
-        tile, the haze of a large image looks like blur. A plane shrunk k times weighs the
-        overview 1 - 1/k.
+        Grey planes scaled by their percentiles are read as restore sees them, dim regions
+        lifted (`allinone.infer.local_gain`). On colour planes the haze logits of the tiles (map
+        and whole) are mixed with that of the plane's overview (`allinone.infer.scene`), the
+        more so the larger the plane: tile by tile, the haze of a large image looks like blur.
+        A plane shrunk k times weighs the overview 1 - 1/k.
         """
         check_dtype(array.dtype)
         check_scaling(scaling)
@@ -384,7 +386,12 @@ class Restorer:
         cells = (-(-height // scale), -(-width // scale))
         logits = np.zeros((len(DEGRADATIONS), *layout.lead_shape, *cells), dtype=np.float32)
 
+        lifted = not layout.rgb and norm.bulk is not None
+
         def encode(x: torch.Tensor) -> torch.Tensor:
+            if lifted:
+                assert norm.bulk is not None
+                x = lift(x, top_gain(norm.bulk))[0]
             with torch.inference_mode(), self._autocast():
                 return self.net.analyze(x)
 
