@@ -2,13 +2,14 @@
 
 Each image of FMD fields 2-6 (real confocal noise) and of the held-out procedural planes of
 `allinone eval --tasks fluorescence` gets four square specks (debris, a saturated cell, beads)
-of SIZE pixels at BRIGHTNESS times the image's 99.9th percentile, in its input and its truth
-alike; with a fraction of a percent of the pixels, they hold the percentile that scaling puts at
-1. PSNR is measured outside the specks and a 16-pixel margin around them, on the image's own
-peak (255 for FMD, the clean span for the procedural planes). Rows: the input, total variation
-with its weight estimated blind (`allinone.microscopy_baselines`), the default with local gain
-(`allinone.infer.local_gain`, on by default) and without it (`--no-local-gain`). Brightness 1
-means no specks: the planes as they are. Prints a markdown table.
+of SIZE pixels at BRIGHTNESS times the image's 99.9th percentile (above its 0.1th: counts above
+a camera's offset), in its input and its truth alike; with a fraction of a percent of the
+pixels, they hold the percentile that scaling puts at 1. PSNR is measured outside the specks
+and a 16-pixel margin around them, on the image's own peak (255 for FMD, the clean span for
+the procedural planes). Rows: the input, total variation with its weight estimated blind
+(`allinone.microscopy_baselines`), the default with local gain (`allinone.infer.local_gain`,
+on by default) and without it (`--no-local-gain`). Brightness 1 means no specks: the planes
+as they are. Prints a markdown table.
 
 Usage:
 
@@ -48,7 +49,8 @@ def with_specks(sample: Sample, size: int, brightness: float) -> tuple[Sample, n
     clean = sample.clean.astype(np.float32)
     scored = np.ones(degraded.shape, bool)
     if brightness > 1:
-        value = brightness * float(np.percentile(degraded, 99.9))
+        low, high = np.percentile(degraded, [0.1, 99.9])
+        value = float(low + brightness * (high - low))
         h, w = degraded.shape
         for y, x in (
             (h // 8, w // 8),

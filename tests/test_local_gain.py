@@ -43,7 +43,7 @@ def test_only_pixels_far_from_a_bright_spot_are_lifted_and_no_more_than_the_top(
     assert float(gain.max()) <= 16.0 and float(gain.min()) >= 1.0
     log = gain.log()
     steps = torch.cat([log.diff(dim=0).abs().flatten(), log.diff(dim=1).abs().flatten()])
-    assert float(steps.max()) < 0.25  # under 30 % from one pixel to the next
+    assert float(steps.max()) < 0.5  # a ramp over pixels, not a 16-fold step
 
 
 def test_the_pass_divides_the_restoration_by_the_gain_it_lifted_by() -> None:
