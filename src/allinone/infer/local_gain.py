@@ -17,7 +17,7 @@ scale. The gain is at most `top_gain` of the image: as much as lifts its bulk (`
 bulk`, the 95th percentile) to `TARGET`, at least `LEAST_TOP`, so that the empty background of
 a normally exposed plane, far from any cell, is lifted little (lifted 64-fold it cost FMD
 fields 0.07 dB). Where a bright structure is near, the gain is 1 and nothing changes: on FMD
-fields 2-6 and the held-out procedural planes the restorations moved by 0.03 dB at most. A
+fields 2-6 and the held-out procedural planes the restorations moved by 0.04 dB at most. A
 small window keeps the halo of partly lifted pixels around a bright object small: 33 pixels
 (smoothed by 8) left much of a 256-pixel plane with four specks in that halo.
 
