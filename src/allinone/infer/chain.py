@@ -31,7 +31,7 @@ import torch
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.clipping import Bounds, Clipping
 from allinone.infer.ensemble import self_ensemble
-from allinone.infer.local_gain import gained_pass, top_gain
+from allinone.infer.local_gain import gained_pass, plane_top
 from allinone.infer.normalize import Normalization
 from allinone.infer.options import RestoreOptions
 from allinone.infer.pipeline import Forward, PlaneSource, SceneHook
@@ -63,16 +63,9 @@ class RestoreChain:
 
     @property
     def local_gain(self) -> bool:
-        """Whether step 2 lifts dim regions: asked for, on grey planes scaled by their
-        percentiles (which keep the exposure as it is; no tone curve undone)."""
-        norm = self.norm
-        return (
-            self.options.local_gain
-            and not self.layout.rgb
-            and norm.bulk is not None
-            and norm.keep_exposure
-            and norm.curve is None
-        )
+        """Whether step 2 lifts dim regions: asked for, on planes that are lifted
+        (`local_gain.plane_top`)."""
+        return self.options.local_gain and plane_top(self.norm, self.layout.rgb) is not None
 
     def overview(self, source: PlaneSource, index: tuple[int, ...], fill) -> Overview | None:
         """The overview step 1 restores for plane `index` of `source` (non-finite values
@@ -99,10 +92,8 @@ class RestoreChain:
         options, norm = self.options, self.norm
         bounds = norm.clip_bounds() if options.clipping else None
         changing = tile_tone_changing(self.scene)
-        network = tile_pass
-        if self.local_gain:
-            assert norm.bulk is not None  # checked by `local_gain`
-            network = gained_pass(tile_pass, top_gain(norm.bulk))
+        top = plane_top(norm, self.layout.rgb) if self.local_gain else None
+        network = tile_pass if top is None else gained_pass(tile_pass, top)
 
         def one_pass(x: torch.Tensor, clipping: Clipping | None) -> torch.Tensor:
             restored, logits = network(x)

@@ -32,6 +32,7 @@ import math
 import torch
 from torch.nn import functional as F
 
+from allinone.infer.normalize import Normalization
 from allinone.infer.scene import NetworkPass
 
 TARGET = 0.5
@@ -69,6 +70,14 @@ def top_gain(bulk: float) -> float:
     """The largest gain for an image whose bulk reaches `bulk` (network units): the gain that
     lifts it to `TARGET`, from `LEAST_TOP` to `TOP`."""
     return min(max(TARGET / max(bulk, TARGET / TOP), LEAST_TOP), TOP)
+
+
+def plane_top(norm: Normalization, rgb: bool) -> float | None:
+    """`top_gain` for planes under `norm`, or None where planes are not lifted: colour planes,
+    and any scaling but percentiles (which keep the exposure; no tone curve undone)."""
+    if rgb or norm.bulk is None or not norm.keep_exposure or norm.curve is not None:
+        return None
+    return top_gain(norm.bulk)
 
 
 def gain_map(x: torch.Tensor, top: float) -> torch.Tensor:

@@ -29,7 +29,7 @@ from allinone.infer.axes import PlaneLayout
 from allinone.infer.chain import RestoreChain, scene_judged
 from allinone.infer.clipping import noise_sigma
 from allinone.infer.ensemble import FLIPS, self_ensemble
-from allinone.infer.local_gain import lift, top_gain
+from allinone.infer.local_gain import lift, plane_top
 from allinone.infer.normalize import Normalization, check_dtype, check_scaling, fit_normalization
 from allinone.infer.options import RestoreOptions, check_tiling
 from allinone.infer.pipeline import PlaneSource, Rows, restored_rows, run_tiles
@@ -386,12 +386,11 @@ class Restorer:
         cells = (-(-height // scale), -(-width // scale))
         logits = np.zeros((len(DEGRADATIONS), *layout.lead_shape, *cells), dtype=np.float32)
 
-        lifted = not layout.rgb and norm.bulk is not None
+        top = plane_top(norm, layout.rgb)
 
         def encode(x: torch.Tensor) -> torch.Tensor:
-            if lifted:
-                assert norm.bulk is not None
-                x = lift(x, top_gain(norm.bulk))[0]
+            if top is not None:
+                x = lift(x, top)[0]
             with torch.inference_mode(), self._autocast():
                 return self.net.analyze(x)
 
