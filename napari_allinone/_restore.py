@@ -84,6 +84,11 @@ class RestoreWidget(JobWidget):
         self.tile.setToolTip("Tile size in pixels; auto picks one that fits the device memory.")
         self.overlap = QSpinBox(minimum=0, maximum=512, singleStep=8, value=32)
         self.ensemble = QCheckBox("8 views (flips, rotations): better, 8x slower")
+        self.float_output = QCheckBox("Float32 result for integer images")
+        self.float_output.setToolTip(
+            "The restoration unrounded instead of rounded to the layer's integer dtype: keeps "
+            "detail where the signal spans few grey levels (a dim 12- or 16-bit plane)."
+        )
         self.scene_haze = QCheckBox("Remove haze seen at scene scale first", checked=True)
         self.scene_haze.setToolTip(
             "Colour images: haze is judged and removed on a small overview of each plane before "
@@ -122,6 +127,7 @@ class RestoreWidget(JobWidget):
         form.addRow("Overlap", self.overlap)
         form.addRow("Best quality", self.ensemble)
         form.addRow("Scene haze", self.scene_haze)
+        form.addRow("Precision of the result", self.float_output)
         form.addRow("Learn the noise first", self.learn_noise)
         store = QHBoxLayout()
         store.addWidget(self.store)
@@ -139,6 +145,9 @@ class RestoreWidget(JobWidget):
         self.overlap.valueChanged.connect(lambda value: self._update_options(overlap=value))
         self.ensemble.toggled.connect(lambda checked: self._update_options(ensemble=checked))
         self.scene_haze.toggled.connect(lambda checked: self._update_options(scene_haze=checked))
+        self.float_output.toggled.connect(
+            lambda checked: self._update_options(float_output=checked)
+        )
         self.learn_noise.valueChanged.connect(lambda value: self._update(learn_noise=value))
         self.store.textChanged.connect(lambda text: self._update(store=text.strip()))
         self.browse.clicked.connect(self._browse_store)

@@ -127,7 +127,7 @@ def guarded(job: Callable[..., Generator]) -> Callable[..., Generator]:
 @guarded
 def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray]:
     """Restore `request.data`, after learning its noise when asked; returns the restored array
-    (same shape and dtype)."""
+    (same shape; same dtype unless `options.float_output` makes an integer layer's float32)."""
     from allinone.train.finetune import finetune_steps
 
     engine = request.engine
@@ -150,7 +150,7 @@ def restore_job(request: RestoreRequest) -> Generator[Progress, None, np.ndarray
 def _restore_into_store(restorer: Any, request: RestoreRequest) -> Generator[Progress, None, Any]:
     """Restore into a new OME-Zarr store, filled tile by tile; returns it opened lazily."""
     from allinone.heap import return_large_buffers
-    from allinone.io import ensure_writable, image_output, read_image
+    from allinone.io import ensure_writable, image_output, read_image, result_like
     from allinone.ome_zarr import ngff_of
 
     path = ensure_writable(request.store)
@@ -158,7 +158,8 @@ def _restore_into_store(restorer: Any, request: RestoreRequest) -> Generator[Pro
     scale = request.scale or (1.0,) * len(request.axes)
     scale = tuple(scale) + (1.0,) * (len(request.axes) - len(scale))  # an RGB layer's colours
     metadata = {"ngff": ngff_of(request.axes, scale)}
-    with image_output(path, request.data, axes=request.axes, metadata=metadata) as out:
+    like = result_like(request.data, request.options.output_dtype(request.data.dtype))
+    with image_output(path, like, axes=request.axes, metadata=metadata) as out:
         yield from restorer.restore_steps(
             request.data, request.axes, out=out, options=request.options
         )

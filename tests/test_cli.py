@@ -54,6 +54,29 @@ def test_restore_rgb_png(tmp_path: Path, capsys) -> None:
     assert result.format == "png"
 
 
+def test_restore_float_output_writes_float32_tiff(tmp_path: Path, capsys) -> None:
+    source = _image(tmp_path / "dim.tif", (40, 48), np.uint16)
+    output = tmp_path / "restored.tif"
+    code, _, err = _run(capsys, "restore", source, "-o", output, "--float-output", *TINY)
+    assert code == 0, err
+    result = read_image(output).array
+    assert result.dtype == np.float32 and result.shape == (40, 48)
+    kept = tmp_path / "kept.tif"
+    assert _run(capsys, "restore", source, "-o", kept, *TINY)[0] == 0
+    difference = np.rint(result) - read_image(kept).array  # float32 keeps 1/256 count at 5e4
+    assert np.abs(difference).max() <= 1 and np.mean(difference != 0) < 0.01
+
+
+def test_restore_float_output_to_png_is_refused_before_work(
+    tmp_path: Path, capsys, no_model
+) -> None:
+    source = _image(tmp_path / "dim.png", (40, 48), np.uint8)
+    output = tmp_path / "restored.png"
+    code, _, err = _run(capsys, "restore", source, "-o", output, "--float-output", *TINY)
+    assert code != 0 and "float32" in err and ".tif" in err
+    assert not output.exists()
+
+
 def test_restore_grey_png_shows_progress_on_a_terminal(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

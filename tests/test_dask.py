@@ -6,6 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from allinone.infer.options import RestoreOptions
 from allinone.infer.restorer import Restorer
 
 
@@ -48,3 +49,10 @@ def test_restore_dask_colour_chunks(tiny):
     image = np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)
     lazy = tiny.restore_dask(da.from_array(image, chunks=(20, 24, 1)), axes="YXC", tile=0)
     np.testing.assert_array_equal(lazy.compute(), tiny.restore(image, axes="YXC", tile=0))
+
+
+def test_restore_dask_float_output(tiny, stack):
+    options = RestoreOptions(tile=32, overlap=16, float_output=True)
+    lazy = tiny.restore_dask(da.from_array(stack, chunks=(1, 32, 36)), options=options)
+    assert lazy.dtype == np.float32
+    np.testing.assert_array_equal(lazy.compute(), tiny.restore(stack, options=options))

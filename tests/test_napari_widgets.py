@@ -150,6 +150,27 @@ def test_the_scene_haze_choice_reaches_the_engine(viewer, qtbot) -> None:
     assert not np.array_equal(expected, restorer.restore(data))
 
 
+def test_the_float_output_choice_gives_a_float_layer(viewer, qtbot) -> None:
+    from allinone import Restorer
+
+    data = np.random.default_rng(4).integers(100, 110, (40, 56), dtype=np.uint16)
+    viewer.add_image(data, name="dim")
+    widget = _open(viewer, "Restore")
+    assert not widget.float_output.isChecked()
+    widget.float_output.setChecked(True)
+    assert widget.settings.options.float_output
+
+    widget.run_button.click()
+    _wait_for(qtbot, widget, JobState.DONE, JobState.FAILED)
+
+    result = viewer.layers["dim [restored]"].data
+    assert result.dtype == np.float32
+    expected = Restorer.from_pretrained("tiny", device="cpu").restore(
+        data, options=widget.settings.options
+    )
+    np.testing.assert_array_equal(result, expected)
+
+
 def test_restore_stack_whole_layer_and_current_slice(viewer, qtbot) -> None:
     data = np.random.default_rng(1).integers(0, 4000, (3, 64, 64), dtype=np.uint16)
     viewer.add_image(data, name="stack", scale=(4, 1, 1))

@@ -14,6 +14,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from allinone import DEGRADATIONS
 from allinone.devices import cpu_has_bf16
 from allinone.errors import Cancelled, InputError
+from allinone.infer.options import RestoreOptions
 from allinone.infer.restorer import Composition, Restorer
 from allinone.infer.tiling import TileGrid
 from allinone.jobs import Progress
@@ -50,6 +51,36 @@ def test_restore_keeps_shape_and_dtype(tiny_restorer, dtype, axes: str) -> None:
     # not garbage: an untrained near-identity network keeps the image recognisable
     wide_in, wide_out = image.astype(np.float64).ravel(), out.astype(np.float64).ravel()
     assert np.corrcoef(wide_in, wide_out)[0, 1] > 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_float_output_is_the_kept_dtype_result_unrounded(tiny_restorer, dtype) -> None:
+    image = random_image((2, 20, 27), dtype)
+    kept = tiny_restorer.restore(image, axes="ZYX", overlap=8)
+    unrounded = tiny_restorer.restore(
+        image, axes="ZYX", options=RestoreOptions(overlap=8, float_output=True)
+    )
+    assert unrounded.dtype == np.float32 and unrounded.shape == image.shape
+    info = np.iinfo(dtype)
+    assert unrounded.min() >= info.min and unrounded.max() <= info.max
+    assert not np.array_equal(unrounded, np.rint(unrounded))
+    np.testing.assert_array_equal(np.rint(unrounded).astype(dtype), kept)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_output_leaves_float_images_alone(tiny_restorer, dtype) -> None:
+    image = random_image((20, 27), dtype)
+    out = tiny_restorer.restore(image, options=RestoreOptions(overlap=8, float_output=True))
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, tiny_restorer.restore(image, overlap=8))
+
+
+def test_out_must_have_the_result_dtype(tiny_restorer) -> None:
+    image = random_image((20, 27), np.uint16)
+    with pytest.raises(InputError, match="dtype float32"):
+        tiny_restorer.restore(
+            image, out=np.empty(image.shape, np.uint16), options=RestoreOptions(float_output=True)
+        )
 
 
 def test_explicit_and_guessed_axes_agree(tiny_restorer) -> None:

@@ -23,7 +23,7 @@ from allinone.errors import AllInOneError, InputError
 from allinone.heap import return_large_buffers
 from allinone.infer.normalize import check_dtype
 from allinone.infer.options import RestoreOptions
-from allinone.io import check_format, ensure_writable, image_output, read_image
+from allinone.io import check_format, ensure_writable, image_output, read_image, result_like
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -124,11 +124,10 @@ def restore_file(source: str, output: str, options: BatchOptions) -> str:
     image = read_image(source, lazy=True)
     check_dtype(image.array.dtype)
     axes = options.axes or image.axes
-    check_format(output, image.array, axes)
+    like = result_like(image.array, options.restore.output_dtype(image.array.dtype))
+    check_format(output, like, axes)
     restorer = restorer_for(options.model, worker_device(options.device), options.precision)
-    with image_output(
-        output, image.array, axes=axes, metadata=image.metadata, overwrite=True
-    ) as out:
+    with image_output(output, like, axes=axes, metadata=image.metadata, overwrite=True) as out:
         restorer.restore(image.array, axes=axes, out=out, options=options.restore)
     return output
 

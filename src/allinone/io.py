@@ -163,6 +163,12 @@ def check_format(
     return fmt
 
 
+def result_like(array, dtype: np.dtype) -> np.ndarray:
+    """A stand-in with `array`'s shape and `dtype` (no memory: one zero, broadcast), for
+    `check_format` and `image_output` when a result's dtype differs from its input's."""
+    return np.broadcast_to(np.zeros((), dtype), tuple(array.shape))
+
+
 def ensure_writable(
     output: PathLike, inputs: Iterable[PathLike] = (), overwrite: bool = False
 ) -> Path:

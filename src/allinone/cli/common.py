@@ -128,8 +128,8 @@ def add_scaling_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_restore_options(parser: argparse.ArgumentParser) -> None:
-    """--tile, --overlap, --ensemble, --scene-haze, --local-gain, --tone and --clipping: how an
-    image is restored (`RestoreOptions`; `restore_options` reads them back)."""
+    """--tile, --overlap, the chain's switches and --float-output: how an image is restored
+    (`RestoreOptions`; `restore_options` reads them back)."""
     parser.add_argument(
         "--tile",
         type=positive_int,
@@ -144,6 +144,18 @@ def add_restore_options(parser: argparse.ArgumentParser) -> None:
         help="overlap between tiles in pixels (default: 32)",
     )
     add_chain_switches(parser)
+    add_float_output(parser)
+
+
+def add_float_output(parser: argparse.ArgumentParser) -> None:
+    """--float-output: float32 results for integer images (`RestoreOptions.float_output`)."""
+    parser.add_argument(
+        "--float-output",
+        action="store_true",
+        help="write integer images' results as float32, unrounded (TIFF or OME-Zarr): where the "
+        "signal spans few levels of its dtype, rounding to it costs detail (default: keep the "
+        "input's dtype)",
+    )
 
 
 def add_chain_switches(parser: argparse.ArgumentParser) -> None:

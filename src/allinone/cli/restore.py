@@ -18,8 +18,9 @@ def register(commands: common.Commands) -> None:
         "restore",
         help="restore an image and write the result",
         description="Restore INPUT (TIFF, PNG, JPEG, or an OME-Zarr store) and write OUTPUT with "
-        "the same dtype, axes and metadata. The output format follows OUTPUT's extension. TIFF "
-        "and OME-Zarr are read and written a tile at a time, so they may be larger than memory.",
+        "the same dtype (float32 with --float-output), axes and metadata. The output format "
+        "follows OUTPUT's extension. TIFF and OME-Zarr are read and written a tile at a time, so "
+        "they may be larger than memory.",
     )
     parser.add_argument("input", metavar="INPUT", help="the image to restore")
     parser.add_argument(
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from allinone.heap import return_large_buffers
     from allinone.infer.axes import normalize_axes
     from allinone.infer.normalize import check_dtype
-    from allinone.io import check_format, ensure_writable, image_output, read_image
+    from allinone.io import check_format, ensure_writable, image_output, read_image, result_like
 
     output = ensure_writable(args.output, inputs=[args.input], overwrite=args.overwrite)
     return_large_buffers()
@@ -57,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     axes = args.axes or image.axes
     if axes is not None:
         axes = normalize_axes(axes, image.array.shape)
-    check_format(output, image.array, axes)
-    restorer = common.load_restorer(args)
     options = common.restore_options(args)
+    like = result_like(image.array, options.output_dtype(image.array.dtype))
+    check_format(output, like, axes)
+    restorer = common.load_restorer(args)
     if args.learn_noise:
         from allinone.train.finetune import finetune
 
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print(_adaptation_summary(adaptation), file=sys.stderr)
         restorer = adaptation.restorer
     destination = image_output(
-        output, image.array, axes=axes, metadata=image.metadata, overwrite=args.overwrite
+        output, like, axes=axes, metadata=image.metadata, overwrite=args.overwrite
     )
     with common.progress("restoring") as progress, destination as out:
         restorer.restore(image.array, axes=axes, progress=progress, out=out, options=options)

@@ -124,6 +124,8 @@ class Context:
             "tone": "tone keeping",
             "clipping": "clipping correction",
             "scene_haze": "scene haze",
+            "local_gain": "local gain",
+            "float_output": "float32 output",
         }
         changed = []
         for name, value in self.options.changed().items():

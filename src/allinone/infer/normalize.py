@@ -55,8 +55,11 @@ class Normalization:
         low, high = self._undone(ends)
         return float(low), float(high)
 
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        """Back to the source dtype: rounded and clipped for integers, exact for floats."""
+    def inverse(self, y: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        """Back to the source's scale in `dtype` (None: the source dtype): rounded and clipped
+        to an integer dtype, clipped to an integer source's range in a float one, exact for
+        float sources."""
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
         with np.errstate(over="ignore"):
             values = np.asarray(y, dtype=np.float64) * self.scale + self.offset
         if np.issubdtype(self.dtype, np.integer):
@@ -64,9 +67,11 @@ class Normalization:
             high = float(info.max)
             if int(high) > info.max:  # 64-bit: the float rounds up out of range, and would wrap
                 high = float(np.nextafter(high, 0.0))
-            return np.clip(np.rint(values), info.min, high).astype(self.dtype)
-        finfo = np.finfo(self.dtype)  # saturate: a restored value never becomes +-inf
-        return np.clip(values, finfo.min, finfo.max).astype(self.dtype)
+            if np.issubdtype(dtype, np.integer):
+                values = np.rint(values)
+            return np.clip(values, info.min, high).astype(dtype)
+        finfo = np.finfo(dtype)  # saturate: a restored value never becomes +-inf
+        return np.clip(values, finfo.min, finfo.max).astype(dtype)
 
 
 def check_dtype(dtype: np.dtype) -> np.dtype:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from allinone.errors import InputError
 from allinone.infer.normalize import check_scaling
 
@@ -48,6 +50,10 @@ class RestoreOptions:
     ensemble: bool = False
     """The 8-view ensemble: every tile restored in its eight flips and rotations, averaged
     (`allinone.infer.ensemble`): better, 8x slower."""
+    float_output: bool = False
+    """Float32 results for integer images: the restoration clipped to the input dtype's range
+    but not rounded to it. Rounding costs detail where the signal spans few levels of the dtype
+    (a 12-bit camera's dim plane, a low-gain detector); off, the input's dtype is kept."""
     tile: int | None = None
     """Tile size in pixels: None picks one for the device's memory, 0 restores each plane in one
     pass."""
@@ -57,6 +63,14 @@ class RestoreOptions:
     def __post_init__(self) -> None:
         check_scaling(self.scaling)
         check_tiling(self.tile, self.overlap)
+
+    def output_dtype(self, dtype: np.dtype) -> np.dtype:
+        """The dtype a restore of `dtype` data returns: float32 for an integer `dtype` with
+        `float_output`, else `dtype` itself."""
+        dtype = np.dtype(dtype)
+        if self.float_output and np.issubdtype(dtype, np.integer):
+            return np.dtype(np.float32)
+        return dtype
 
     def changed(self) -> dict[str, Any]:
         """The fields away from their defaults, by name, in the fields' order."""

@@ -459,13 +459,14 @@ def _fall_back(fallback: Callable[[], torch.device] | None, device: torch.device
 
 
 def restored_rows(
-    rows: Rows, norm: Normalization, rgb: bool, height: int, width: int
+    rows: Rows, norm: Normalization, rgb: bool, height: int, width: int, dtype: np.dtype
 ) -> np.ndarray:
-    """Finished rows in the source dtype and channels; non-finite input pixels are kept as they
-    were, and so is an alpha channel. `height` and `width` are the plane's (unpadded) size."""
+    """Finished rows in `dtype` (`Normalization.inverse`) and the source's channels; non-finite
+    input pixels are kept as they were, and so is an alpha channel. `height` and `width` are the
+    plane's (unpadded) size."""
     count = min(len(rows.blended), height - rows.start)
     result = rows.blended[:count, :width]
-    restored = norm.inverse(result if rgb else result.mean(axis=2))
+    restored = norm.inverse(result if rgb else result.mean(axis=2), dtype)
     source = rows.source()[:count]
     if rgb and source.shape[2] == 4:
         restored = np.concatenate([restored, source[:, :, 3:]], axis=2)

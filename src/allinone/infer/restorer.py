@@ -222,7 +222,7 @@ class Restorer:
 
         def on_rows(rows: Rows) -> None:
             if rows.start < height:
-                restored = restored_rows(rows, norm, layout.rgb, height, width)
+                restored = restored_rows(rows, norm, layout.rgb, height, width, out.dtype)
                 span = slice(rows.start, rows.start + len(restored))
                 layout.put(out, rows.plane.index, restored, rows=span)
 
@@ -253,11 +253,12 @@ class Restorer:
         *,
         options: RestoreOptions | None = None,
     ) -> Generator[Progress, None, np.ndarray]:
-        """Restore `array` (same shape and dtype out), yielding `Progress` after each batch.
+        """Restore `array` (same shape out, and same dtype unless `options.float_output` makes
+        an integer image's float32), yielding `Progress` after each batch.
 
         `array` may be a NumPy array, a memory map, a zarr or a dask array: it is read a band of
         tiles at a time. Results go into `out` (a preallocated array, memory map or zarr array of
-        the same shape and dtype) when given, as they are finished, and `out` is returned.
+        the result's shape and dtype) when given, as they are finished, and `out` is returned.
         `options` says how (`RestoreOptions`: intensity scaling, which steps of the restore chain
         run, tiling); without it, `tile`, `overlap`, `scaling`, `ensemble` and `scene_haze` are
         those options, the others at their defaults (see `RestoreOptions` for each).
@@ -272,7 +273,7 @@ class Restorer:
         )
         check_dtype(array.dtype)
         layout, grid = self._plan(array.shape, axes, options.tile, options.overlap)
-        out = _output_for(array, out)
+        out = _output_for(array, out, options.output_dtype(array.dtype))
         norm = choose_normalization(array, layout, options.scaling, self.exposure_curve)
         chain = RestoreChain(options, layout, norm)
         return (yield from self._restore_with(array, grid, chain, out, cancel))
@@ -338,19 +339,20 @@ class Restorer:
         layout, _ = self._plan(array.shape, axes, options.tile, options.overlap)
         norm = choose_normalization(array, layout, options.scaling, self.exposure_curve)
         planes = array.rechunk({i: -1 for i in range(array.ndim) if i not in layout.lead_axes})
+        dtype = options.output_dtype(array.dtype)
         lock = threading.Lock()
 
         def restore_block(block: np.ndarray) -> np.ndarray:
             block_layout, grid = self._plan(block.shape, layout.axes, options.tile, options.overlap)
             chain = RestoreChain(options, block_layout, norm)
-            out = np.empty(block.shape, dtype=block.dtype)
+            out = np.empty(block.shape, dtype=dtype)
             with lock:
                 return drive(self._restore_with(block, grid, chain, out, None))
 
         token = tokenize(planes.name, layout.axes, dataclasses.astuple(options), id(self))
         name = "allinone-restore-" + token
-        meta = np.empty((0,) * array.ndim, dtype=array.dtype)
-        return planes.map_blocks(restore_block, dtype=array.dtype, meta=meta, name=name)
+        meta = np.empty((0,) * array.ndim, dtype=dtype)
+        return planes.map_blocks(restore_block, dtype=dtype, meta=meta, name=name)
 
     def analyze_steps(
         self,
@@ -454,13 +456,14 @@ class Restorer:
         return save_model(self.state_dict(), self.card, Path(path))
 
 
-def _output_for(array, out):
-    """`out` checked against `array`, or a new in-memory array."""
+def _output_for(array, out, dtype: np.dtype):
+    """`out` checked against `array`'s shape and the result's `dtype`, or a new in-memory
+    array."""
     if out is None:
-        return np.empty(array.shape, dtype=array.dtype)
-    if tuple(out.shape) != tuple(array.shape) or np.dtype(out.dtype) != np.dtype(array.dtype):
+        return np.empty(array.shape, dtype=dtype)
+    if tuple(out.shape) != tuple(array.shape) or np.dtype(out.dtype) != dtype:
         raise InputError(
-            f"out must have the image's shape {tuple(array.shape)} and dtype {array.dtype}, "
+            f"out must have the image's shape {tuple(array.shape)} and dtype {dtype}, "
             f"not {tuple(out.shape)} and {out.dtype}"
         )
     return out

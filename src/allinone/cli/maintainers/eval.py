@@ -48,6 +48,7 @@ def register(commands: common.Commands) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     common.add_scaling_option(parser)
     common.add_chain_switches(parser)
+    common.add_float_output(parser)
     parser.add_argument(
         "--adapt-seconds",
         type=float,
