@@ -29,6 +29,43 @@ def test_the_top_gain_lifts_the_bulk_to_the_target_within_its_bounds() -> None:
     assert top_gain(1e-4) == top_gain(-0.1) == TOP
 
 
+def _dim_field_with_squares(side: int, threshold: float = 0.3) -> np.ndarray:
+    """A noisy 256-pixel field of blobs at about 100 counts (27 % of the pixels; 3 % with
+    `threshold` 0.9), four bright squares of `side` pixels at 4000 counts."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:256, :256]
+    blobs = np.sin(yy / 9.0) * np.cos(xx / 7.0) > threshold
+    field = 20 + 80 * blobs + rng.normal(0, 3, (256, 256))
+    for y, x in ((32, 32), (32, 160), (160, 32), (160, 160)):
+        field[y : y + side, x : x + side] = 4000
+    return field.astype(np.float32)
+
+
+@pytest.mark.parametrize("side", [12, 56])
+def test_the_bulk_is_the_dim_structure_beside_small_or_large_bright_objects(side: int) -> None:
+    norm = fit_normalization(_dim_field_with_squares(side), "percentile")
+    structure = (100 - norm.offset) / norm.scale  # the blobs' level in network units
+    assert norm.bulk is not None
+    assert norm.bulk == pytest.approx(structure, rel=0.15)
+    assert top_gain(norm.bulk) > 10 * LEAST_TOP
+
+
+def test_the_bulk_of_a_plane_bright_on_under_5_percent_is_its_95th_percentile() -> None:
+    plane = _dim_field_with_squares(0, threshold=0.9)
+    norm = fit_normalization(plane, "percentile")
+    expected = (np.percentile(plane, 95) - norm.offset) / norm.scale
+    assert norm.bulk == pytest.approx(expected)
+    assert top_gain(norm.bulk) > LEAST_TOP  # its background is far below the blobs'
+
+
+def test_the_bulk_of_a_plane_bright_on_over_5_percent_is_read_among_its_dim_values() -> None:
+    plane = _dim_field_with_squares(0)
+    norm = fit_normalization(plane, "percentile")
+    units = (plane - norm.offset) / norm.scale
+    assert np.percentile(units, 95) >= TARGET
+    assert norm.bulk == pytest.approx(np.percentile(units[units < TARGET], 95), rel=0.02)
+
+
 def test_a_plane_bright_everywhere_is_not_lifted() -> None:
     x = torch.full((1, 3, 64, 64), 0.8)
     assert bool((gain_map(x, TOP) == 1).all())

@@ -14,7 +14,8 @@ smoothed so that it changes slowly across the plane. `gained_pass` runs the netw
 tile times that gain (values capped at `CAP`) and divides its restoration by the same gain, so
 everything after the network (tone keeping, clipping, never brighter) sees the plane's own
 scale. The gain is at most `top_gain` of the image: as much as lifts its bulk (`Normalization.
-bulk`, the 95th percentile) to `TARGET`, at least `LEAST_TOP`, so that the empty background of
+bulk`: the 95th percentile, read among the values below `TARGET` where bright objects cover
+more than 5 % of the plane) to `TARGET`, at least `LEAST_TOP`, so that the empty background of
 a normally exposed plane, far from any cell, is lifted little (lifted 64-fold it cost FMD
 fields 0.07 dB). Where a bright structure is near, the gain is 1 and nothing changes: on FMD
 fields 2-6 and the held-out procedural planes the restorations moved by 0.04 dB at most. A
@@ -32,10 +33,10 @@ import math
 import torch
 from torch.nn import functional as F
 
-from allinone.infer.normalize import Normalization
+from allinone.infer.normalize import DIM_LEVEL, Normalization
 from allinone.infer.scene import NetworkPass
 
-TARGET = 0.5
+TARGET = DIM_LEVEL
 """The brightest level, in network units, that a pixel's neighbourhood is lifted to: restorations
 of planes scaled so that their structures reach only 0.25 fell below the input, from 0.5 on they
 matched those at full exposure (`benchmarks/LOCAL_GAIN.md`)."""

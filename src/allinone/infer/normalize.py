@@ -14,6 +14,9 @@ HIGH_PERCENTILE = 99.9
 BULK_PERCENTILE = 95.0
 """The percentile that says how bright the bulk of a plane's structure reaches
 (`Normalization.bulk`, `allinone.infer.local_gain`)."""
+DIM_LEVEL = 0.5
+"""Network units below which values are dim: where more than 100 - `BULK_PERCENTILE` per cent
+of a plane's values reach it (large bright objects), its bulk is read among the dim values."""
 SAMPLE_SIZE = 2**20
 MIN_SAMPLED = 16
 
@@ -33,8 +36,8 @@ class Normalization:
     keep_exposure: bool = False
     curve: ToneCurve | None = None
     bulk: float | None = None
-    """Percentile scaling: the `BULK_PERCENTILE` of the values in network units (how far the
-    bulk of the image reaches below the 99.9th percentile at 1); None for the other scalings."""
+    """Percentile scaling: how far the bulk of the image reaches below the 99.9th percentile at
+    1, in network units (`bulk_level`); None for the other scalings."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Scale to float32 network units (values too far out to scale become +-inf)."""
@@ -167,6 +170,19 @@ def _percentile_normalization(array, dtype: np.dtype) -> Normalization:
         )
     if scale <= 0:
         scale = max(1.0, abs(float(low)))
-    return Normalization(
-        float(low), scale, dtype, keep_exposure=True, bulk=float((bulk - low) / scale)
-    )
+    level = bulk_level(values, float(low), scale, float(bulk))
+    return Normalization(float(low), scale, dtype, keep_exposure=True, bulk=level)
+
+
+def bulk_level(values: np.ndarray, low: float, scale: float, percentile: float) -> float:
+    """How bright the bulk of `values` reaches in network units (`x -> (x - low) / scale`):
+    their `BULK_PERCENTILE` (`percentile`), or, where that reaches `DIM_LEVEL` (bright objects
+    over 5 % of the plane), the same percentile of the values below it: how bright the structure
+    around those objects is."""
+    bulk = (percentile - low) / scale
+    if bulk < DIM_LEVEL:
+        return bulk
+    dim = values[values < low + DIM_LEVEL * scale]
+    if dim.size == 0:
+        return bulk
+    return float((np.percentile(dim, BULK_PERCENTILE) - low) / scale)
