@@ -78,7 +78,7 @@ def stand_in(monkeypatch, restorer, function) -> None:
     (`allinone.infer.local_gain`)."""
     from allinone.infer.chain import RestoreChain
 
-    monkeypatch.setattr(RestoreChain, "local_gain", property(lambda chain: False))
+    monkeypatch.setattr(RestoreChain, "gain_top", property(lambda chain: None))
     monkeypatch.setattr(restorer, "tile_pass", tone_free_pass(function))
 
 

@@ -463,3 +463,34 @@ def test_self_supervised_adaptation_of_a_stack_trains_and_validates_on_every_pla
     for plane, sample in zip(stack, samples, strict=True):
         assert sample.train[1] is None and sample.val_mask is not None
         assert sample.train[0].shape[:2] == (48, plane.shape[1] - round(0.2 * 64))
+
+
+def test_training_patches_are_lifted_as_restoring_lifts_them(monkeypatch) -> None:
+    """On a dim plane beside bright squares the network learns on patches lifted by the local
+    gain that restoring applies, their clean patches times the same gain."""
+    from allinone.infer.local_gain import lift, plane_top
+    from allinone.infer.normalize import fit_normalization
+
+    rng = np.random.default_rng(5)
+    clean = (200 + 100 * gaussian_filter(rng.standard_normal((96, 96)), 2)).clip(0, None)
+    for y, x in ((8, 8), (8, 72), (72, 8), (72, 72)):
+        clean[y : y + 16, x : x + 16] = 20_000
+    degraded = (clean + rng.normal(0, 20, clean.shape)).clip(0).astype(np.uint16)
+    clean = clean.astype(np.uint16)
+    seen = []
+
+    def record(net, optimizer, scaler, params, autocast, x, y, generator) -> float:
+        seen.append((x.clone(), y.clone()))
+        return 0.0
+
+    monkeypatch.setattr(tuning, "_train_step", record)
+    for local_gain in (True, False):
+        options = RestoreOptions(scaling="percentile", local_gain=local_gain)
+        finetune(_tiny(), [(degraded, clean)], steps=1, seed=3, options=options, **FAST)
+    (lifted, lifted_clean), (plain, plain_clean) = seen
+    top = plane_top(fit_normalization(degraded, "percentile"), rgb=False)
+    assert top is not None
+    expected, gain = lift(plain, top)
+    assert float(gain.max()) > 2
+    torch.testing.assert_close(lifted, expected)
+    torch.testing.assert_close(lifted_clean, plain_clean * gain)

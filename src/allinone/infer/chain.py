@@ -65,7 +65,15 @@ class RestoreChain:
     def local_gain(self) -> bool:
         """Whether step 2 lifts dim regions: asked for, on planes that are lifted
         (`local_gain.plane_top`)."""
-        return self.options.local_gain and plane_top(self.norm, self.layout.rgb) is not None
+        return self.gain_top is not None
+
+    @property
+    def gain_top(self) -> float | None:
+        """The largest gain step 2 lifts by (`local_gain.plane_top`); None where it does not
+        run."""
+        if not self.options.local_gain:
+            return None
+        return plane_top(self.norm, self.layout.rgb)
 
     def overview(self, source: PlaneSource, index: tuple[int, ...], fill) -> Overview | None:
         """The overview step 1 restores for plane `index` of `source` (non-finite values
@@ -92,7 +100,7 @@ class RestoreChain:
         options, norm = self.options, self.norm
         bounds = norm.clip_bounds() if options.clipping else None
         changing = tile_tone_changing(self.scene)
-        top = plane_top(norm, self.layout.rgb) if self.local_gain else None
+        top = self.gain_top
         network = tile_pass if top is None else gained_pass(tile_pass, top)
 
         def one_pass(x: torch.Tensor, clipping: Clipping | None) -> torch.Tensor:

@@ -53,6 +53,7 @@ from allinone.errors import AllInOneWarning, Cancelled, InputError
 from allinone.infer.auto_exposure import choose_normalization
 from allinone.infer.axes import PlaneLayout
 from allinone.infer.chain import RestoreChain
+from allinone.infer.local_gain import lift
 from allinone.infer.normalize import Normalization, check_dtype, fit_normalization
 from allinone.infer.options import RestoreOptions
 from allinone.infer.pipeline import PlaneSource
@@ -654,10 +655,12 @@ def _batch(
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random flipped and rotated patches (degraded, clean), drawn in proportion to area; clean
-    is None in self-supervised runs."""
+    is None in self-supervised runs. Patches of planes that restoring lifts (local gain) are
+    lifted alike (`_lifted`), so the network learns on what it will restore."""
     degraded: list[np.ndarray] = []
     clean: list[np.ndarray] = []
-    for index in rng.choice(len(samples), size=batch_size, p=weights):
+    chosen = rng.choice(len(samples), size=batch_size, p=weights)
+    for index in chosen:
         source, target = samples[index].train
         y = rng.integers(0, source.shape[0] - patch + 1)
         x = rng.integers(0, source.shape[1] - patch + 1)
@@ -667,7 +670,22 @@ def _batch(
                 continue
             crop = np.rot90(image[y : y + patch, x : x + patch], turns)
             out.append(crop[:, ::-1] if flip else crop)
-    return _to_tensor(degraded, device), _to_tensor(clean, device) if clean else None
+    tops = [samples[index].chain.gain_top for index in chosen]
+    return _lifted(_to_tensor(degraded, device), _to_tensor(clean, device) if clean else None, tops)
+
+
+def _lifted(
+    degraded: torch.Tensor, clean: torch.Tensor | None, tops: list[float | None]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each patch with a top gain `lift`ed as restoring lifts its tiles, its clean patch times
+    the same gain (what the network's output must be before restoring divides by it)."""
+    for i, top in enumerate(tops):
+        if top is None:
+            continue
+        degraded[i : i + 1], gain = lift(degraded[i : i + 1], top)
+        if clean is not None:
+            clean[i : i + 1] = clean[i : i + 1] * gain
+    return degraded, clean
 
 
 def _to_tensor(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
