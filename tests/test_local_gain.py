@@ -122,6 +122,7 @@ def test_the_chain_lifts_grey_planes_scaled_by_their_percentiles(
     image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
     norm = fit_normalization(image, "percentile" if scaling == "auto" else scaling)
     layout = PlaneLayout.of(shape, axes)
-    assert RestoreChain(RestoreOptions(scaling=scaling), layout, norm).local_gain is lifted
+    chain = RestoreChain(RestoreOptions(scaling=scaling), layout, norm)
+    assert (chain.gain_top is not None) is lifted
     off = RestoreOptions(scaling=scaling, local_gain=False)
-    assert RestoreChain(off, layout, norm).local_gain is False
+    assert RestoreChain(off, layout, norm).gain_top is None

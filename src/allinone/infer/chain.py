@@ -62,15 +62,9 @@ class RestoreChain:
         return self.options.scene_haze and scene_judged(self.layout)
 
     @property
-    def local_gain(self) -> bool:
-        """Whether step 2 lifts dim regions: asked for, on planes that are lifted
-        (`local_gain.plane_top`)."""
-        return self.gain_top is not None
-
-    @property
     def gain_top(self) -> float | None:
-        """The largest gain step 2 lifts by (`local_gain.plane_top`); None where it does not
-        run."""
+        """The largest gain step 2 lifts dim regions by: asked for, on planes that are lifted
+        (`local_gain.plane_top`); None where it does not run."""
         if not self.options.local_gain:
             return None
         return plane_top(self.norm, self.layout.rgb)
